@@ -1,0 +1,34 @@
+# The two README commands (`make demo`, `make test`) and `make bench` do their own set-up:
+# a .venv with the pinned dependencies, re-installed only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo test lint bench bench-smoke e2e-10m clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	$(PY) jobs/pipeline.py --config conf/demo.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check simcit_dist jobs tests bench
+	$(VENV)/bin/mypy simcit_dist
+
+test: lint
+	$(VENV)/bin/pytest -q --timeout=900
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+bench-smoke: $(STAMP)
+	$(PY) bench/run_all.py --smoke
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from simcit_dist.config import GenerateJobConfig
+from simcit_dist.config_loader import ConfigError, apply_overrides, load_config, parse_override
+
+
+@dataclass
+class Inner:
+    size: int = 4
+    rate: float = 0.5
+    mode: Literal["a", "b"] = "a"
+    dims: list[int] = field(default_factory=lambda: [1, 2])
+    name: str | None = None
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    flag: bool = False
+
+    def __post_init__(self) -> None:
+        if self.flag and self.inner.size > 10:
+            raise ValueError("flag needs inner.size <= 10")
+
+
+def test_overrides_parse_yaml_values() -> None:
+    assert parse_override("a.b=4096") == (["a", "b"], 4096)
+    assert parse_override("x=[1, 2]") == (["x"], [1, 2])
+    assert parse_override("s=s3://b/p") == (["s"], "s3://b/p")
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
+
+
+def test_yaml_file_and_overrides(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("# header\ninner:\n  size: 8\n  mode: b\n")
+    cfg = load_config(Outer, path, ["inner.rate=1", "inner.dims=[3]", "flag=true"])
+    assert cfg.inner.size == 8 and cfg.inner.mode == "b" and cfg.flag is True
+    assert cfg.inner.rate == 1.0 and isinstance(cfg.inner.rate, float)
+    assert cfg.inner.dims == [3]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("inner.sise=3", "unknown config key 'inner.sise'; allowed keys here: ['dims', 'mode', 'name', 'rate', 'size']"),
+        ("inner.size=big", "config key 'inner.size': expected an integer, got 'big'"),
+        ("inner.size=true", "config key 'inner.size': expected an integer"),
+        ("inner.mode=c", "config key 'inner.mode': 'c' is not allowed; allowed values: ['a', 'b']"),
+        ("inner.dims=[1, x]", "config key 'inner.dims[1]'"),
+        ("flag=1", "config key 'flag': expected true or false"),
+        ("inner=5", "config key 'inner': expected a section"),
+        ("noequals", "must look like dotted.key=value"),
+    ],
+)
+def test_errors_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(Outer, None, [override])
+    assert message in str(exc.value)
+
+
+def test_post_init_rules_become_config_errors() -> None:
+    with pytest.raises(ConfigError, match="flag needs inner.size <= 10"):
+        load_config(Outer, None, ["flag=true", "inner.size=20"])
+
+
+def test_missing_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_every_conf_yaml_has_a_header_and_loads() -> None:
+    from tests.conf_registry import CONFIGS
+
+    for path, cls in CONFIGS.items():
+        text = path.read_text()
+        assert text.startswith("#"), f"{path} must start with a comment saying what it runs"
+        assert "python jobs/" in text.split("\n\n")[0] or "make " in text.split("\n\n")[0], (
+            f"{path}: header must give the command that runs it"
+        )
+        load_config(cls, path)
+
+
+def test_generate_config_validation() -> None:
+    with pytest.raises(ConfigError, match="num_tasks must be >= 1"):
+        load_config(GenerateJobConfig, None, ["num_tasks=0"])
