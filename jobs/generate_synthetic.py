@@ -10,6 +10,8 @@ from _common import init_ray, parse
 from simcit_dist.config import GenerateJobConfig
 from simcit_dist.data.generate import generate_synthetic
 
+CONFIG_CLASS = GenerateJobConfig
+
 
 def main() -> None:
     cfg, args = parse(__doc__ or "", GenerateJobConfig, "conf/synthetic.yaml")

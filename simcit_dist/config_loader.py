@@ -188,7 +188,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
         ktp, vtp = args if args else (Any, Any)
         return {_coerce(ktp, k, key): _coerce(vtp, v, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):

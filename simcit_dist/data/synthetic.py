@@ -181,7 +181,9 @@ def user_chunk(cfg: SyntheticConfig, tree: ClusterTree, chunk: int) -> pa.Table:
     rng = np.random.default_rng([cfg.seed, _USERS, chunk])
     n = stop - start
     extra = cfg.mean_seq_len - cfg.min_seq_len
-    lengths = cfg.min_seq_len + (rng.geometric(1.0 / (extra + 1), size=n) - 1 if extra > 0 else 0)
+    lengths = np.full(n, cfg.min_seq_len, dtype=np.int64)
+    if extra > 0:
+        lengths += rng.geometric(1.0 / (extra + 1), size=n) - 1
     leaves = rng.integers(0, cfg.num_leaves, size=n)
     steps = [leaves]
     for _ in range(int(lengths.max()) - 1):
