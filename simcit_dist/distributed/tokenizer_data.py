@@ -1,0 +1,154 @@
+"""Ray Data inputs of tokenizer training: catalog rows (optionally with a co-occurring partner),
+a deterministic held-back sample, and the collate function that turns Arrow batches into tensors.
+
+The pair view at scale is its own Ray Data job (:func:`build_pair_views`): two hash joins
+(``left_outer``) shuffle the catalog twice and the (symmetrised) pairs twice, so its cost is
+about 2 x (catalog bytes + pairs bytes) of shuffle traffic once per run; the result is
+written as Parquet and every epoch just streams it. No process ever holds the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray.data
+import torch
+from ray.data.collate_fn import ArrowBatchCollateFn
+
+from simcit_dist.data.parquet_io import parquet_files, read_dataset, read_schema
+from simcit_dist.data.schemas import ITEM_ID, arrow_to_embeddings, check_catalog_schema, embedding_columns
+from simcit_dist.storage import Location, delete_dir, exists, replace_dir, staging_sibling
+
+log = logging.getLogger(__name__)
+
+PARTNER_ID = "partner_item_id"
+PARTNER_PREFIX = "partner:"
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive ids evenly
+
+
+def holdout_mask(item_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """True for items held back from training. Depends only on the id, so every worker, epoch
+    and job (training, benchmarks) agrees on the split without any shared state."""
+    if fraction <= 0:
+        return np.zeros(len(item_ids), dtype=bool)
+    with np.errstate(over="ignore"):
+        h = (item_ids.astype(np.uint64) * _GOLDEN) >> np.uint64(40)
+    return (h % np.uint64(1_000_000)) < np.uint64(round(fraction * 1_000_000))
+
+
+def resolve_modalities(catalog: Location, wanted: Sequence[str]) -> dict[str, int]:
+    """Modality columns and dims, checked against the catalog's schema (fails before training)."""
+    schema = read_schema(catalog)
+    if not wanted:
+        found = embedding_columns(schema)
+        if not found:
+            raise ValueError(f"{catalog.uri}: no fixed_size_list<float32> embedding columns in {schema.names}")
+        return dict(sorted(found.items()))
+    return check_catalog_schema(schema, dict.fromkeys(wanted), catalog.uri)
+
+
+def build_pair_views(catalog: Location, pairs: Location, modalities: Sequence[str], output: Location,
+                     num_partitions: int) -> int:
+    """Write every catalog item with one co-occurring partner per row (an item with p pairs appears
+    p times; an item without pairs once, with a null partner). Pairs count in both directions."""
+    if exists(output.child("_SUCCESS")):
+        log.info("pair views already built at %s", output.uri)
+        return sum(_parquet_rows(f) for f in parquet_files(output))
+    cat = read_dataset(catalog, columns=[ITEM_ID, *modalities])
+    raw = read_dataset(pairs, columns=["item_a", "item_b"])
+    forward = raw.rename_columns({"item_a": ITEM_ID, "item_b": PARTNER_ID})
+    backward = raw.rename_columns({"item_b": ITEM_ID, "item_a": PARTNER_ID}).select_columns([ITEM_ID, PARTNER_ID])
+    links = forward.union(backward).filter(expr=f"{ITEM_ID} != {PARTNER_ID}")
+    anchored = cat.join(links, join_type="left_outer", num_partitions=num_partitions, on=(ITEM_ID,))
+    partner = cat.rename_columns({ITEM_ID: PARTNER_ID, **{m: PARTNER_PREFIX + m for m in modalities}})
+    joined = anchored.join(partner, join_type="left_outer", num_partitions=num_partitions, on=(PARTNER_ID,))
+    staged = staging_sibling(output)
+    try:
+        joined.write_parquet(staged.path, filesystem=staged.fs)
+        from simcit_dist.storage import write_text
+
+        write_text(staged.child("_SUCCESS"), "")
+        replace_dir(staged, output)
+    except BaseException:
+        delete_dir(staged)
+        raise
+    rows = sum(_parquet_rows(f) for f in parquet_files(output))
+    log.info("pair views: %d rows written to %s", rows, output.uri)
+    return rows
+
+
+def _parquet_rows(f: Location) -> int:
+    import pyarrow.parquet as pq
+
+    with f.fs.open_input_file(f.path) as handle:
+        return int(pq.ParquetFile(handle).metadata.num_rows)
+
+
+def count_rows(source: Location) -> int:
+    """Row count from Parquet footers only (no data read)."""
+    return sum(_parquet_rows(f) for f in parquet_files(source))
+
+
+def _split_filter(batch: pa.Table, fraction: float, keep_holdout: bool) -> pa.Table:
+    held = holdout_mask(batch.column(ITEM_ID).to_numpy(zero_copy_only=False), fraction)
+    if keep_holdout:
+        return batch.filter(pa.array(held))
+    if PARTNER_ID in batch.column_names:  # a held-back item must not reach training as a partner either
+        partner = _ids(batch.column(PARTNER_ID), missing=-1)
+        held |= (partner >= 0) & holdout_mask(partner, fraction)
+    return batch.filter(pa.array(~held))
+
+
+def training_dataset(source: Location, columns: Sequence[str], holdout_fraction: float, shuffle_files: bool,
+                     seed: int) -> ray.data.Dataset:
+    """Streaming training rows (held-back items removed); file order reshuffled every epoch."""
+    ds = read_dataset(source, columns=list(columns), shuffle_files=shuffle_files, seed=seed)
+    if holdout_fraction > 0:
+        ds = ds.map_batches(_split_filter, batch_format="pyarrow", zero_copy_batch=True,
+                            fn_kwargs={"fraction": holdout_fraction, "keep_holdout": False})
+    return ds
+
+
+def holdout_dataset(catalog: Location, columns: Sequence[str], holdout_fraction: float,
+                    max_items: int) -> ray.data.Dataset:
+    """The held-back items (for SID metrics at the end of training), at most ``max_items``."""
+    ds = read_dataset(catalog, columns=list(columns))
+    ds = ds.map_batches(_split_filter, batch_format="pyarrow", zero_copy_batch=True,
+                        fn_kwargs={"fraction": holdout_fraction, "keep_holdout": True})
+    return ds.limit(max_items)
+
+
+class TokenizerCollate(ArrowBatchCollateFn):
+    """Arrow batch -> the tokenizer's batch dict. Null embeddings (a missing modality, or no
+    partner) become all-NaN rows, which the model masks out; ids stay int64."""
+
+    def __init__(self, modalities: Sequence[str], with_partner: bool, device: str = "cpu") -> None:
+        self.modalities = list(modalities)
+        self.with_partner = with_partner
+        self.device = device
+
+    def __call__(self, batch: pa.Table) -> dict[str, torch.Tensor]:
+        return arrow_to_batch(batch, self.modalities, self.with_partner, self.device)
+
+
+def arrow_to_batch(batch: pa.Table, modalities: Sequence[str], with_partner: bool,
+                   device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    out: dict[str, Any] = {ITEM_ID: torch.from_numpy(_ids(batch.column(ITEM_ID)))}
+    for m in modalities:
+        out[m] = torch.from_numpy(arrow_to_embeddings(batch.column(m)))
+    if with_partner:
+        out[PARTNER_ID] = torch.from_numpy(_ids(batch.column(PARTNER_ID), missing=-1))
+        for m in modalities:
+            out[PARTNER_PREFIX + m] = torch.from_numpy(arrow_to_embeddings(batch.column(PARTNER_PREFIX + m)))
+    return {k: v.to(device, non_blocking=True) for k, v in out.items()}
+
+
+def _ids(column: pa.ChunkedArray | pa.Array, missing: int | None = None) -> np.ndarray:
+    if missing is not None and column.null_count:
+        column = pc.fill_null(column, missing)
+    return np.ascontiguousarray(column.to_numpy(), dtype=np.int64)

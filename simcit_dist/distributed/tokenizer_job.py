@@ -1,0 +1,125 @@
+"""Driver of distributed tokenizer training: validate, plan, run the ``TorchTrainer``, report.
+
+Everything that can be wrong with the inputs or the config is checked here, before any worker
+starts: catalog columns and dims, batch size vs rows and workers, the tokenizer kind.
+RQ-KMeans has no gradient step: it is fitted on a streamed sample in one Ray task instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from simcit_dist.config import TokenizerJobConfig
+from simcit_dist.data.schemas import ITEM_ID
+from simcit_dist.distributed.tokenizer_data import (
+    PARTNER_ID,
+    PARTNER_PREFIX,
+    build_pair_views,
+    holdout_dataset,
+    resolve_modalities,
+    training_dataset,
+)
+from simcit_dist.distributed.tokenizer_eval import HISTORY_FILE
+from simcit_dist.distributed.tokenizer_worker import TokenizerPlan, train_loop_per_worker
+from simcit_dist.storage import Location, exists, read_json, resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerRunResult:
+    artifact_uri: str
+    steps: int
+    final_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    checkpoint_path: str | None
+    plots: dict[str, Any]
+
+
+def plan_training(cfg: TokenizerJobConfig) -> tuple[TokenizerPlan, Location, list[str]]:
+    """Validate inputs and derive the run plan: (plan, training source, columns to read)."""
+    catalog = resolve(cfg.data.catalog, cfg.storage)
+    input_dims = resolve_modalities(catalog, cfg.data.modalities)
+    source, columns, with_partner = catalog, [ITEM_ID, *input_dims], False
+    if cfg.data.pairs:
+        pairs = resolve(cfg.data.pairs, cfg.storage)
+        views = resolve(cfg.data.pair_views or _under_run(cfg, "pair_views"), cfg.storage)
+        build_pair_views(catalog, pairs, list(input_dims), views, cfg.data.join_partitions)
+        source, with_partner = views, True
+        columns += [PARTNER_ID, *(PARTNER_PREFIX + m for m in input_dims)]
+    train_rows = training_dataset(source, [ITEM_ID], cfg.data.holdout_fraction, False, cfg.data.seed).count()
+    steps_per_epoch = train_rows // cfg.train.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"train.batch_size ({cfg.train.batch_size}) is larger than the {train_rows} training rows of "
+            f"{source.uri}: lower it or add data"
+        )
+    total = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
+    total = min(total, steps_per_epoch * cfg.train.epochs)
+    plan = TokenizerPlan(cfg, input_dims, with_partner, total, steps_per_epoch, train_rows,
+                         cfg.run.artifact_uri())
+    return plan, source, columns
+
+
+def _under_run(cfg: TokenizerJobConfig, name: str) -> str:
+    return f"{cfg.run.storage_path.rstrip('/')}/{cfg.run.name}/{name}"
+
+
+def _run_config(cfg: TokenizerJobConfig) -> RunConfig:
+    storage = resolve(cfg.run.storage_path, cfg.storage)
+    return RunConfig(
+        name=cfg.run.name,
+        storage_path=storage.path,
+        storage_filesystem=storage.fs if storage.is_s3 else None,
+        checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
+        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+    )
+
+
+def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
+    """Train (or resume training of) the configured tokenizer; returns where the artifact is."""
+    if cfg.tokenizer.kind == "rqkmeans":
+        from simcit_dist.distributed.kmeans_fit import fit_rqkmeans
+
+        return fit_rqkmeans(cfg)
+    plan, source, columns = plan_training(cfg)
+    log.info("training %s on %d rows (%s): %d steps of global batch %d over %d workers (%d per worker)",
+             cfg.tokenizer.kind, plan.train_rows, source.uri, plan.total_steps, cfg.train.batch_size,
+             cfg.train.num_workers, plan.local_batch)
+    catalog = resolve(cfg.data.catalog, cfg.storage)
+    datasets = {
+        "train": training_dataset(source, columns, cfg.data.holdout_fraction, cfg.data.shuffle_files, cfg.data.seed),
+        "holdout": holdout_dataset(catalog, [ITEM_ID, *plan.input_dims], cfg.data.holdout_fraction,
+                                   cfg.data.holdout_max_items),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"plan": plan},
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+        run_config=_run_config(cfg),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    outputs = read_json(resolve(plan.artifact_uri, cfg.storage).child(HISTORY_FILE))
+    return TokenizerRunResult(plan.artifact_uri, int(outputs["final"].get("step", 0)), outputs["final"],
+                              outputs["history"], result.checkpoint.path if result.checkpoint else None,
+                              outputs.get("plots", {}))
+
+
+def artifact_exists(cfg: TokenizerJobConfig) -> bool:
+    return exists(resolve(cfg.run.artifact_uri(), cfg.storage).child(HISTORY_FILE))
+
+
+def summary(result: TokenizerRunResult) -> dict[str, Any]:
+    return json.loads(json.dumps({"artifact": result.artifact_uri, "steps": result.steps,
+                                  "final": result.final_metrics}))

@@ -1,0 +1,50 @@
+"""What a tokenizer-training checkpoint holds, and how it is written and read.
+
+One file, ``state.pt``: model (unwrapped), optimizer, LR scheduler, global step, data position
+(epoch, batches consumed in that epoch) and the metric history, so a resumed run continues the
+same LR/temperature curves and plots the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps taken (the global step)
+    epoch: int = 0
+    step_in_epoch: int = 0  # batches of ``epoch`` already consumed
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def save_state(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainState) -> None:
+    payload: dict[str, Any] = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": state.__dict__,
+    }
+    tmp = os.path.join(directory, STATE_FILE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, os.path.join(directory, STATE_FILE))
+
+
+def load_state(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler) -> TrainState:
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {directory} has no {STATE_FILE}")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    return TrainState(**payload["state"])
