@@ -7,8 +7,10 @@ address joins the cluster of ``ray job submit`` (RAY_ADDRESS) or starts a local 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +41,16 @@ def parse(description: str, cls: type[T], default_config: str | None = None,
     except ConfigError as e:
         parser.exit(2, f"config error: {e}\n")
     return cfg, args
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a job's ``main``; input and config errors end with one clear line, not a traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        cause = getattr(e, "cause", None) or e  # unwrap Ray's RayTaskError
+        logging.getLogger("simcit_dist.job").error("%s: %s", type(cause).__name__, cause)
+        sys.exit(1)
 
 
 def init_ray(num_cpus: int | None = None) -> None:

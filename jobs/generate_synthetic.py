@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from _common import init_ray, parse
+from _common import init_ray, parse, run_main
 
 from simcit_dist.config import GenerateJobConfig
 from simcit_dist.data.generate import generate_synthetic
@@ -21,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

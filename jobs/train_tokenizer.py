@@ -8,7 +8,7 @@ Re-running with the same run.name (and run.storage_path) resumes from the latest
 
 from __future__ import annotations
 
-from _common import init_ray, parse
+from _common import init_ray, parse, run_main
 
 from simcit_dist.config import TokenizerJobConfig
 from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
@@ -25,4 +25,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

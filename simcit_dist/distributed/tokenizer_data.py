@@ -10,8 +10,9 @@ written as Parquet and every epoch just streams it. No process ever holds the ca
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -109,8 +110,8 @@ def training_dataset(source: Location, columns: Sequence[str], holdout_fraction:
     """Streaming training rows (held-back items removed); file order reshuffled every epoch."""
     ds = read_dataset(source, columns=list(columns), shuffle_files=shuffle_files, seed=seed)
     if holdout_fraction > 0:
-        ds = ds.map_batches(_split_filter, batch_format="pyarrow", zero_copy_batch=True,
-                            fn_kwargs={"fraction": holdout_fraction, "keep_holdout": False})
+        ds = ds.map_batches(partial(_split_filter, fraction=holdout_fraction, keep_holdout=False),
+                            batch_format="pyarrow", zero_copy_batch=True)
     return ds
 
 
@@ -118,8 +119,8 @@ def holdout_dataset(catalog: Location, columns: Sequence[str], holdout_fraction:
                     max_items: int) -> ray.data.Dataset:
     """The held-back items (for SID metrics at the end of training), at most ``max_items``."""
     ds = read_dataset(catalog, columns=list(columns))
-    ds = ds.map_batches(_split_filter, batch_format="pyarrow", zero_copy_batch=True,
-                        fn_kwargs={"fraction": holdout_fraction, "keep_holdout": True})
+    ds = ds.map_batches(partial(_split_filter, fraction=holdout_fraction, keep_holdout=True),
+                        batch_format="pyarrow", zero_copy_batch=True)
     return ds.limit(max_items)
 
 
@@ -132,19 +133,21 @@ class TokenizerCollate(ArrowBatchCollateFn):
         self.with_partner = with_partner
         self.device = device
 
-    def __call__(self, batch: pa.Table) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: pa.Table) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return arrow_to_batch(batch, self.modalities, self.with_partner, self.device)
 
 
 def arrow_to_batch(batch: pa.Table, modalities: Sequence[str], with_partner: bool,
                    device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    out: dict[str, Any] = {ITEM_ID: torch.from_numpy(_ids(batch.column(ITEM_ID)))}
-    for m in modalities:
-        out[m] = torch.from_numpy(arrow_to_embeddings(batch.column(m)))
+    """Arrow rows -> tokenizer batch. Embeddings are zero-copy views of the Arrow buffers."""
+    columns = {ITEM_ID: _ids(batch.column(ITEM_ID))}
+    columns.update({m: arrow_to_embeddings(batch.column(m)) for m in modalities})
     if with_partner:
-        out[PARTNER_ID] = torch.from_numpy(_ids(batch.column(PARTNER_ID), missing=-1))
-        for m in modalities:
-            out[PARTNER_PREFIX + m] = torch.from_numpy(arrow_to_embeddings(batch.column(PARTNER_PREFIX + m)))
+        columns[PARTNER_ID] = _ids(batch.column(PARTNER_ID), missing=-1)
+        columns.update({PARTNER_PREFIX + m: arrow_to_embeddings(batch.column(PARTNER_PREFIX + m)) for m in modalities})
+    with warnings.catch_warnings():  # read-only Arrow buffers: the model never writes to its inputs
+        warnings.simplefilter("ignore", UserWarning)
+        out = {k: torch.from_numpy(v) for k, v in columns.items()}
     return {k: v.to(device, non_blocking=True) for k, v in out.items()}
 
 

@@ -12,8 +12,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import ray
-import ray.train
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -55,7 +53,8 @@ def plan_training(cfg: TokenizerJobConfig) -> tuple[TokenizerPlan, Location, lis
         build_pair_views(catalog, pairs, list(input_dims), views, cfg.data.join_partitions)
         source, with_partner = views, True
         columns += [PARTNER_ID, *(PARTNER_PREFIX + m for m in input_dims)]
-    train_rows = training_dataset(source, [ITEM_ID], cfg.data.holdout_fraction, False, cfg.data.seed).count()
+    id_columns = [ITEM_ID, PARTNER_ID] if with_partner else [ITEM_ID]
+    train_rows = training_dataset(source, id_columns, cfg.data.holdout_fraction, False, cfg.data.seed).count()
     steps_per_epoch = train_rows // cfg.train.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
@@ -95,7 +94,7 @@ def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
              cfg.tokenizer.kind, plan.train_rows, source.uri, plan.total_steps, cfg.train.batch_size,
              cfg.train.num_workers, plan.local_batch)
     catalog = resolve(cfg.data.catalog, cfg.storage)
-    datasets = {
+    datasets: dict[str, Any] = {
         "train": training_dataset(source, columns, cfg.data.holdout_fraction, cfg.data.shuffle_files, cfg.data.seed),
         "holdout": holdout_dataset(catalog, [ITEM_ID, *plan.input_dims], cfg.data.holdout_fraction,
                                    cfg.data.holdout_max_items),

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -52,24 +53,13 @@ class TokenizerPlan:
         return self.cfg.train.batch_size // self.cfg.train.num_workers
 
 
-class _LossModule(nn.Module):
-    """DDP only hooks ``forward``; route the tokenizer's training loss through it."""
-
-    def __init__(self, tokenizer: nn.Module) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
-
-    def forward(self, batch: dict[str, Tensor], step: int, total_steps: int,
-                gather: Any) -> tuple[Tensor, dict[str, float]]:
-        return self.tokenizer.training_loss(batch, step, total_steps, gather)  # type: ignore[operator]
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     plan: TokenizerPlan = config["plan"]
     cfg = plan.cfg
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     filter_to_rank_zero(rank)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one progress line (ours) per run
     torch.set_num_threads(cfg.train.torch_threads or cfg.train.cpus_per_worker)
     torch.manual_seed(cfg.data.seed)  # identical initial weights on every rank
     device = ray.train.torch.get_device()
@@ -93,15 +83,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     first = next(batches, None)
     if first is None:
         raise RuntimeError("the training shard yielded no full batch; lower train.batch_size")
+    baseline: dict[str, float] = {}
     if checkpoint is None:
         _init_codebooks(tokenizer, first[2], rank)
-    model: nn.Module = _LossModule(tokenizer)
+        if rank == 0:  # the untrained (initialised) tokenizer: the "before" of the end-of-run metrics
+            from simcit_dist.distributed.tokenizer_eval import evaluate_holdout
+
+            tokenizer.eval()
+            baseline = {k.replace("holdout/", "holdout_untrained/"): v for k, v in
+                        evaluate_holdout(tokenizer, ray.train.get_dataset_shard("holdout"), plan, device)[0].items()
+                        if k.startswith("holdout/")}
+            tokenizer.train()
+    model: nn.Module = tokenizer  # its forward is training_loss, so DDP's hooks see the loss step
     if world > 1:  # wrapping broadcasts rank 0's parameters and buffers (incl. initialised codebooks)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     gather = AllGatherWithGrad() if world > 1 else None
     loop = _Loop(plan, model, tokenizer, optimizer, scheduler, state, gather, device, world)
     loop.run(_chain(first, batches))
-    _finish(plan, tokenizer, state, rank, device)
+    _finish(plan, tokenizer, state, rank, device, baseline)
 
 
 def _batches(shard: Any, plan: TokenizerPlan, state: TrainState,
@@ -239,9 +238,10 @@ def _fmt_eta(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _finish(plan: TokenizerPlan, tokenizer: nn.Module, state: TrainState, rank: int, device: torch.device) -> None:
+def _finish(plan: TokenizerPlan, tokenizer: nn.Module, state: TrainState, rank: int, device: torch.device,
+            baseline: dict[str, float]) -> None:
     """Rank 0 scores the held-back sample and writes the tokenizer artifact; all ranks report last."""
-    final: dict[str, float] = {"step": float(state.step)}
+    final: dict[str, float] = {"step": float(state.step), **baseline}
     if rank == 0:
         from simcit_dist.distributed.tokenizer_eval import evaluate_holdout, write_outputs
 

@@ -28,8 +28,9 @@ def write_tokenizer_report(result: TokenizerRunResult, run_dir: str, title: str 
             {k: v for k, v in sorted(last.items())}))
     rows = _holdout_rows(result.final_metrics)
     if rows:
-        parts.append("\n## SID quality on held-back items (vs uniformly random codes)\n\n")
-        parts.append(markdown.table(rows, ["metric", "tokenizer", "random codes"]))
+        parts.append("\n## SID quality on held-back items\n\nThe trained tokenizer beside the same model "
+                     "before training (codebooks initialised) and uniformly random codes.\n\n")
+        parts.append(markdown.table(rows, ["metric", "trained", "untrained", "random codes"]))
     if result.plots.get("code_counts"):
         plots.code_usage(result.plots["code_counts"], os.path.join(run_dir, "code_usage.png"))
         parts.append("\n" + markdown.image("code_usage.png", "items per codeword, per level"))
@@ -45,6 +46,6 @@ def write_tokenizer_report(result: TokenizerRunResult, run_dir: str, title: str 
 
 def _holdout_rows(final: dict[str, float]) -> list[dict[str, object]]:
     names = sorted(k.split("/", 1)[1] for k in final if k.startswith("holdout/") and k != "holdout/items")
-    return [{"metric": n, "tokenizer": final[f"holdout/{n}"], "random codes": final.get(f"holdout_random/{n}",
-                                                                                       float("nan"))}
-            for n in names]
+    nan = float("nan")
+    return [{"metric": n, "trained": final[f"holdout/{n}"], "untrained": final.get(f"holdout_untrained/{n}", nan),
+             "random codes": final.get(f"holdout_random/{n}", nan)} for n in names]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from simcit_dist.sids.metrics import LevelUsage, SIDGroupStats
 from simcit_dist.sids.table import code_columns, sid_strings
 
 PENDING, KEEP, RETIRED = 0, 1, 2
@@ -80,7 +81,7 @@ def classify_partition(current: pa.Table | None, previous: pa.Table | None, leve
         if dup.any():
             stats.duplicates = int(dup.sum())
             stats.duplicate_sample = [int(x) for x in np.unique(ids[dup])[:20]]
-            return _stage_b_rows({}, 0, levels), stats
+            return stage_b_rows({}, 0, levels), stats
         stats.current = len(ids)
     prev = previous.sort_by("item_id") if previous is not None else None
     stats.previous = prev.num_rows if prev is not None else 0
@@ -111,7 +112,7 @@ def _count_presence(stats: ClassifyStats, cur: pa.Table | None, prev: pa.Table) 
 def _pending_rows(cur: pa.Table | None, prev: pa.Table | None, levels: int) -> pa.Table:
     """Every current item pending; previous SIDs attached (for the mapping report) when present."""
     if cur is None:
-        return _stage_b_rows({}, 0, levels)
+        return stage_b_rows({}, 0, levels)
     n = cur.num_rows
     cols = {"item_id": _col(cur, "item_id"), "codes": _codes(cur, "", levels), "dist": _col(cur, "dist"),
             "emb_hash": _col(cur, "emb_hash"), "status": np.full(n, PENDING, np.int8),
@@ -127,7 +128,7 @@ def _pending_rows(cur: pa.Table | None, prev: pa.Table | None, levels: int) -> p
         prev_suffix[found] = _col(prev, "suffix")[idx_c[found]]
     cols["prev_codes"], cols["prev_suffix"] = prev_codes, prev_suffix
     _attach_candidates(cols, cur, np.arange(n))
-    return _stage_b_rows(cols, n, levels)
+    return stage_b_rows(cols, n, levels)
 
 
 def _attach_candidates(cols: dict[str, np.ndarray], cur: pa.Table, take: np.ndarray) -> None:
@@ -177,10 +178,10 @@ def _nightly_rows(cur: pa.Table | None, prev: pa.Table, levels: int, version_seq
         k = live["cand"].shape[1]
         retired["cand"] = np.full((m, k), -1, live["cand"].dtype)
         retired["cand_dist"] = np.full((m, k), np.inf, live["cand_dist"].dtype)
-    return pa.concat_tables([_stage_b_rows(live, n, levels), _stage_b_rows(retired, m, levels)])
+    return pa.concat_tables([stage_b_rows(live, n, levels), stage_b_rows(retired, m, levels)])
 
 
-def _stage_b_rows(cols: dict[str, np.ndarray], n: int, levels: int) -> pa.Table:
+def stage_b_rows(cols: dict[str, np.ndarray], n: int, levels: int) -> pa.Table:
     codes = cols.get("codes", np.zeros((n, levels), np.int64))
     prev_codes = cols.get("prev_codes", np.full((n, levels), -1, np.int64))
     data: dict[str, pa.Array] = {"item_id": pa.array(cols.get("item_id", np.zeros(n, np.int64)), pa.int64())}
@@ -207,20 +208,23 @@ def _stage_b_rows(cols: dict[str, np.ndarray], n: int, levels: int) -> pa.Table:
 
 @dataclass
 class AssignStats:
+    """Mergeable per-partition results (partitions hold disjoint code tuples)."""
+
     live_items: int = 0
     retired_sids: int = 0
     reassigned_by_capacity: int = 0
     sid_changed: int = 0  # items present before whose full SID differs now
     max_suffix: int = -1
-    code_group_sizes: dict[int, int] = field(default_factory=dict)  # items sharing a code tuple -> #tuples
+    groups: SIDGroupStats = field(default_factory=SIDGroupStats.empty)  # items per code tuple (pre-suffix)
+    usage: LevelUsage | None = None  # per-level code counts of live items
 
     def merge(self, other: AssignStats) -> AssignStats:
-        sizes = dict(self.code_group_sizes)
-        for size, count in other.code_group_sizes.items():
-            sizes[size] = sizes.get(size, 0) + count
+        usage = other.usage if self.usage is None else self.usage if other.usage is None else \
+            self.usage.merge(other.usage)
         return AssignStats(self.live_items + other.live_items, self.retired_sids + other.retired_sids,
                            self.reassigned_by_capacity + other.reassigned_by_capacity,
-                           self.sid_changed + other.sid_changed, max(self.max_suffix, other.max_suffix), sizes)
+                           self.sid_changed + other.sid_changed, max(self.max_suffix, other.max_suffix),
+                           self.groups.merge(other.groups), usage)
 
 
 def _group_starts(codes: np.ndarray) -> np.ndarray:
@@ -232,7 +236,8 @@ def _group_starts(codes: np.ndarray) -> np.ndarray:
 
 
 def assign_partition(rows: pa.Table, levels: int, max_suffix: int, capacity: int = 0,
-                     retire_versions: int = 0, version_seq: int = 0) -> tuple[pa.Table, pa.Table, AssignStats]:
+                     retire_versions: int = 0, version_seq: int = 0, codebook_size: int | None = None
+                     ) -> tuple[pa.Table, pa.Table, AssignStats]:
     """Stage B: (live SID rows sorted by item_id, retired SID rows, stats) for one code partition.
 
     ``capacity`` > 0 enables the FORGE reassignment (needs ``cand``/``cand_dist`` columns).
@@ -264,19 +269,20 @@ def assign_partition(rows: pa.Table, levels: int, max_suffix: int, capacity: int
             f"max_suffix or use collision=capacity"
         )
     stats.max_suffix = int(suffix.max()) if len(suffix) else -1
-    stats.code_group_sizes = _group_size_hist(codes)
+    stats.groups = _group_stats(codes)
+    if codebook_size is not None:
+        stats.usage = LevelUsage.from_codes(codes, codebook_size)
     prev_codes, prev_suffix = _codes(live, "prev_", levels), _col(live, "prev_suffix")
     had = prev_suffix >= 0
     stats.sid_changed = int((had & ((prev_codes != codes).any(axis=1) | (prev_suffix != suffix))).sum())
     return _live_table(live, codes, suffix, levels), _retired_table(retired, levels), stats
 
 
-def _group_size_hist(codes: np.ndarray) -> dict[int, int]:
+def _group_stats(codes: np.ndarray) -> SIDGroupStats:
     if not len(codes):
-        return {}
+        return SIDGroupStats.empty()
     _, counts = np.unique(codes, axis=0, return_counts=True)
-    sizes, n = np.unique(counts, return_counts=True)
-    return {int(s): int(c) for s, c in zip(sizes, n)}
+    return SIDGroupStats.from_group_sizes(counts)
 
 
 def _reserved_by_code(keep_codes: np.ndarray, keep_suffix: np.ndarray, ret_codes: np.ndarray,

@@ -62,8 +62,8 @@ def test_full_assignment_matches_reference_and_is_unique() -> None:
     sids = live.column("sid").to_pylist()
     assert len(set(sids)) == n
     # 216 code tuples for 5000 items: every tuple is a collision group
-    assert sum(stats.code_group_sizes.values()) == len({tuple(c) for c in codes.tolist()})
-    assert sum(k * v for k, v in stats.code_group_sizes.items()) == n
+    assert stats.groups.num_unique == len({tuple(c) for c in codes.tolist()})
+    assert stats.groups.num_items == n and stats.groups.max_per_sid == max(ref.values()) + 1
     assert stats.max_suffix == max(ref.values())
 
 

@@ -1,0 +1,279 @@
+"""SID assignment and nightly re-tokenization over a whole catalog, published atomically.
+
+Pipeline (every arrow is streaming or one Ray task per partition; no process holds the catalog):
+
+1. encode: Ray Data reads the catalog and an actor pool (``ActorPoolStrategy``) encodes it;
+   rows go to exchange A, hash-partitioned by ``item_id`` (the previous version's rows too).
+2. stage A (P tasks): duplicate ids; in nightly mode unchanged/changed/new/removed per item.
+   Rows go to exchange B, partitioned by the code tuple (or its prefix with capacity mode),
+   with the previous version's still-quarantined retired SIDs.
+3. stage B (P tasks): suffixes (and capacity moves); each task writes its partition of
+   ``sids/`` and ``retired/`` into the new version directory and returns mergeable stats.
+4. metrics, diff, manifest last, then the ``LATEST`` pointer (see ``simcit_dist.sids.publish``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+from ray.data import ActorPoolStrategy
+
+from simcit_dist.config import AssignJobConfig, to_dict
+from simcit_dist.data.parquet_io import read_dataset, read_schema, write_table
+from simcit_dist.data.schemas import ITEM_ID, check_catalog_schema
+from simcit_dist.sids import publish as pub
+from simcit_dist.sids.encode import EncodeActor
+from simcit_dist.sids.exchange import ExchangeSink, read_partition, write_partitions
+from simcit_dist.sids.quality import catalog_metrics, usage_drift
+from simcit_dist.sids.resolve import (
+    RETIRED,
+    AssignStats,
+    ClassifyStats,
+    DuplicateItemError,
+    assign_partition,
+    classify_partition,
+    stage_b_rows,
+)
+from simcit_dist.sids.table import SIDTableError, code_columns, resolve_version, version_dir
+from simcit_dist.storage import Location, delete_dir, list_files, resolve
+from simcit_dist.tokenizer import artifact_hash, load_artifact
+
+log = logging.getLogger(__name__)
+FAIL_ENV = "SIMCIT_FAIL_AFTER_PARTITIONS"  # fault injection for tests: stage B fails after N partitions
+
+
+@dataclass
+class AssignResult:
+    version: str
+    version_uri: str
+    manifest: dict[str, Any]
+    already_published: bool
+
+
+@dataclass
+class _Context:
+    cfg: AssignJobConfig
+    root: Location
+    catalog: Location
+    artifact: Location
+    modalities: list[str]
+    levels: int
+    codebook_size: int
+    tokenizer_hash: str
+    previous: str | None
+    previous_manifest: dict[str, Any] | None
+    seq: int
+    version: str
+
+    @property
+    def same_tokenizer(self) -> bool:
+        return self.previous_manifest is not None and self.previous_manifest["tokenizer_hash"] == self.tokenizer_hash
+
+    @property
+    def code_key(self) -> list[str]:
+        cols = code_columns(self.levels)
+        return cols[:-1] if self.cfg.collision == "capacity" and self.levels > 1 else cols
+
+
+def prepare(cfg: AssignJobConfig) -> _Context:
+    """Resolve and check every input before any heavy work (nothing is written here)."""
+    root, catalog, artifact = (resolve(u, cfg.storage) for u in (cfg.output, cfg.catalog, cfg.tokenizer))
+    tokenizer, _, _ = load_artifact(artifact)
+    dims = dict(tokenizer.input_dims)  # type: ignore[attr-defined]
+    check_catalog_schema(read_schema(catalog), dims, catalog.uri)  # dims must match the tokenizer
+    previous, prev_manifest = None, None
+    if cfg.previous:
+        try:
+            vdir, prev_manifest = resolve_version(root, version=None if cfg.previous == "LATEST" else cfg.previous)
+        except SIDTableError as e:
+            raise SIDTableError(f"--previous {cfg.previous}: {e}") from e
+        previous = str(prev_manifest["version"])
+        if int(prev_manifest["num_levels"]) != tokenizer.num_levels and prev_manifest.get("tokenizer_hash") == \
+                artifact_hash(artifact):
+            raise SIDTableError(f"{vdir.uri}: manifest says {prev_manifest['num_levels']} levels, tokenizer has "
+                                f"{tokenizer.num_levels}")
+    tok_hash = artifact_hash(artifact)
+    seq = int(prev_manifest["seq"]) + 1 if prev_manifest else _next_seq(root)
+    settings = {k: v for k, v in to_dict(cfg).items() if k in ("collision", "max_suffix", "capacity",
+                                                                 "capacity_candidates", "retire_versions",
+                                                                 "num_partitions")}
+    digest = pub.input_digest(catalog, tok_hash, previous, settings)
+    return _Context(cfg, root, catalog, artifact, list(dims), tokenizer.num_levels, tokenizer.codebook_size, tok_hash,
+                    previous, prev_manifest, seq, pub.version_name(seq, digest))
+
+
+def _next_seq(root: Location) -> int:
+    versions = pub.published_versions(root)
+    return pub.version_seq(versions[-1]) + 1 if versions else 1
+
+
+def run_assignment(cfg: AssignJobConfig) -> AssignResult:
+    ctx = prepare(cfg)
+    done = pub.complete_manifest(ctx.root, ctx.version)
+    if done is not None:  # idempotent re-run: same inputs, same version, nothing rewritten
+        log.info("version %s is already published; pointing LATEST at it", ctx.version)
+        if pub.latest_version(ctx.root) != ctx.version:
+            pub.publish(ctx.root, ctx.version, done)
+        return AssignResult(ctx.version, version_dir(ctx.root, ctx.version).uri, done, True)
+    pub.clear_incomplete(ctx.root, ctx.version)
+    scratch = ctx.root.child("_tmp", f"{ctx.version}-{uuid.uuid4().hex[:8]}")
+    start = time.time()
+    try:
+        timings: dict[str, float] = {}
+        t = time.time()
+        _encode_into_exchange(ctx, scratch.child("a"))
+        timings["encode_s"] = time.time() - t
+        t = time.time()
+        diff = _stage_a(ctx, scratch.child("a"), scratch.child("b"))
+        timings["stage_a_s"] = time.time() - t
+        t = time.time()
+        stats = _stage_b(ctx, scratch.child("b"))
+        timings["stage_b_s"] = time.time() - t
+        manifest = _manifest(ctx, diff, stats, timings, time.time() - start)
+        pub.publish(ctx.root, ctx.version, manifest)
+    finally:
+        delete_dir(scratch)
+        if not list_files(ctx.root.child("_tmp")):
+            delete_dir(ctx.root.child("_tmp"))
+    return AssignResult(ctx.version, version_dir(ctx.root, ctx.version).uri, manifest, False)
+
+
+def _encode_into_exchange(ctx: _Context, exchange: Location) -> None:
+    cfg = ctx.cfg
+    candidates = cfg.capacity_candidates if cfg.collision == "capacity" else 0
+    pool = ActorPoolStrategy(min_size=cfg.actors, max_size=max(cfg.actors, cfg.actors_max))
+    encoded = read_dataset(ctx.catalog, columns=[ITEM_ID, *ctx.modalities]).map_batches(
+        EncodeActor, batch_size=cfg.encode_batch_size, batch_format="pyarrow", compute=pool,
+        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None,
+        fn_constructor_kwargs={"artifact_uri": ctx.artifact.uri, "storage": cfg.storage,
+                               "modalities": ctx.modalities, "candidates": candidates,
+                               "threads": max(1, int(cfg.cpus_per_actor))},
+    )
+    encoded.write_datasink(ExchangeSink(exchange, [ITEM_ID], cfg.num_partitions, "cur", cfg.exchange_rows_per_write))
+    if ctx.previous is not None:
+        prev_sids = version_dir(ctx.root, ctx.previous).child("sids")
+        cols = [ITEM_ID, *code_columns(ctx.levels), "suffix", "emb_hash"]
+        read_dataset(prev_sids, columns=cols).write_datasink(
+            ExchangeSink(exchange, [ITEM_ID], cfg.num_partitions, "prev", cfg.exchange_rows_per_write))
+
+
+@ray.remote
+def _stage_a_task(exchange_a: Location, exchange_b: Location, partition: int, levels: int, same_tokenizer: bool,
+                  seq: int, key: list[str], partitions: int) -> ClassifyStats:
+    rows, stats = classify_partition(read_partition(exchange_a, partition, "cur"),
+                                     read_partition(exchange_a, partition, "prev"), levels, same_tokenizer, seq)
+    if rows.num_rows and not stats.duplicates:
+        write_partitions(rows, exchange_b, key, partitions, f"a{partition:05d}")
+    return stats
+
+
+def _stage_a(ctx: _Context, exchange_a: Location, exchange_b: Location) -> ClassifyStats:
+    cfg = ctx.cfg
+    refs = [_stage_a_task.remote(exchange_a, exchange_b, p, ctx.levels, ctx.same_tokenizer, ctx.seq, ctx.code_key,
+                                 cfg.num_partitions) for p in range(cfg.num_partitions)]
+    total = ClassifyStats()
+    for stats in _gather(refs, "stage A (ids)"):
+        total = total.merge(stats)
+    if total.duplicates:
+        raise DuplicateItemError(f"{ctx.catalog.uri}: {total.duplicates} rows repeat an item_id already in the "
+                                 f"catalog (e.g. item_id {total.duplicate_sample[:5]}); nothing was published. "
+                                 f"Deduplicate with jobs/prepare_data.py first.")
+    if ctx.previous is not None and ctx.same_tokenizer:
+        _carry_retired(ctx, exchange_b)
+    return total
+
+
+def _carry_retired(ctx: _Context, exchange_b: Location) -> None:
+    """Previous retired SIDs still in quarantine go to exchange B as reserved rows."""
+    retired = version_dir(ctx.root, str(ctx.previous)).child("retired")
+    for f in list_files(retired, suffix=".parquet"):  # bounded: one file per partition
+        table = pq.read_table(f.path, filesystem=f.fs)
+        n = table.num_rows
+        if not n:
+            continue
+        codes = np.stack([table.column(c).to_numpy() for c in code_columns(ctx.levels)], axis=1).astype(np.int64)
+        cols = {"item_id": table.column(ITEM_ID).to_numpy(), "codes": codes, "dist": np.zeros(n),
+                "emb_hash": np.zeros(n, np.int64), "status": np.full(n, RETIRED, np.int8),
+                "suffix": table.column("suffix").to_numpy().astype(np.int64),
+                "retired_at": table.column("retired_at").to_numpy().astype(np.int64),
+                "prev_codes": codes, "prev_suffix": table.column("suffix").to_numpy().astype(np.int64)}
+        if ctx.cfg.collision == "capacity":
+            k = ctx.cfg.capacity_candidates
+            cols["cand"], cols["cand_dist"] = np.full((n, k), -1, np.int32), np.full((n, k), np.inf, np.float32)
+        rows = stage_b_rows(cols, n, ctx.levels)
+        write_partitions(rows, exchange_b, ctx.code_key, ctx.cfg.num_partitions, "retired")
+
+
+@ray.remote
+def _stage_b_task(exchange_b: Location, out: Location, partition: int, cfg: AssignJobConfig, levels: int,
+                  codebook_size: int, seq: int) -> AssignStats:
+    fail_after = int(os.environ.get(FAIL_ENV, "-1"))
+    if 0 <= fail_after <= partition:
+        raise RuntimeError(f"injected failure in stage B at partition {partition} ({FAIL_ENV}={fail_after})")
+    rows = read_partition(exchange_b, partition)
+    if rows is None:
+        return AssignStats()
+    live, retired, stats = assign_partition(
+        rows, levels, cfg.max_suffix, cfg.capacity if cfg.collision == "capacity" else 0, cfg.retire_versions, seq,
+        codebook_size)
+    name = f"part-{partition:05d}.parquet"
+    if live.num_rows:
+        write_table(live, out.child("sids", name))
+    if retired.num_rows:
+        write_table(retired, out.child("retired", name))
+    return stats
+
+
+def _stage_b(ctx: _Context, exchange_b: Location) -> AssignStats:
+    out = version_dir(ctx.root, ctx.version)
+    refs = [_stage_b_task.options(max_retries=0).remote(exchange_b, out, p, ctx.cfg, ctx.levels, ctx.codebook_size,
+                                                        ctx.seq)
+            for p in range(ctx.cfg.num_partitions)]
+    total = AssignStats()
+    for stats in _gather(refs, "stage B (codes)"):
+        total = total.merge(stats)
+    return total
+
+
+def _gather(refs: list[Any], what: str) -> Any:
+    """Yield task results as they finish (merged on the fly: driver memory stays flat)."""
+    pending = list(refs)
+    done_count = 0
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=min(len(pending), 8))
+        for ref in ready:
+            done_count += 1
+            yield ray.get(ref)
+        log.info("%s: %d/%d partitions done", what, done_count, len(refs))
+
+
+def _manifest(ctx: _Context, diff: ClassifyStats, stats: AssignStats, timings: dict[str, float],
+              seconds: float) -> dict[str, Any]:
+    metrics = catalog_metrics(stats, ctx)
+    manifest: dict[str, Any] = {
+        "version": ctx.version, "seq": ctx.seq, "num_levels": ctx.levels, "codebook_size": ctx.codebook_size,
+        "max_suffix": int(stats.max_suffix), "tokenizer": ctx.artifact.uri, "tokenizer_hash": ctx.tokenizer_hash,
+        "catalog": ctx.catalog.uri, "previous": ctx.previous, "same_tokenizer": ctx.same_tokenizer,
+        "settings": {k: v for k, v in to_dict(ctx.cfg).items() if k not in ("storage", "run_dir")},
+        "counts": {"items": stats.live_items, "retired_sids": stats.retired_sids,
+                   "reassigned_by_capacity": stats.reassigned_by_capacity},
+        "metrics": metrics,
+        "code_counts": stats.usage.counts.tolist() if stats.usage is not None else [],
+        "diff": {"added": diff.added, "removed": diff.removed, "changed": diff.changed,
+                 "unchanged": diff.unchanged, "changed_kept_sid": diff.changed_kept_sid,
+                 "sid_changed": stats.sid_changed},
+    }
+    if ctx.previous_manifest is not None and stats.usage is not None:
+        manifest["diff"]["usage_drift"] = usage_drift(ctx.previous_manifest.get("code_counts"), stats.usage)
+    log.info("assignment %s: %d items, %d code groups, max %d per code, timings %s (%.1fs total)", ctx.version,
+             stats.live_items, stats.groups.num_unique, stats.groups.max_per_sid,
+             {k: round(v, 1) for k, v in timings.items()}, seconds)
+    return manifest
