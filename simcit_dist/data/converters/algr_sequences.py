@@ -13,7 +13,7 @@ Outputs (row = 0-based data row of the file, the header is not a row):
   ``item_id`` int64, ``is_target`` (token group comes from ``answer``).
 - ``interactions/``: canonical ``user_id`` (= user_row), ``item_id``, ``timestamp`` (= position).
 - ``sids/``: an external SID table in the published layout of :mod:`simcit_dist.sids.table`
-  (``LATEST`` -> ``versions/algr-external/{manifest.json, sids/part-*.parquet}``), one row per
+  (``LATEST`` -> ``versions/v00000-algr-external/{manifest.json, sids/part-*.parquet}``), one row per
   distinct SID, suffix 0, so the recommender can consume AL-GR's own SIDs.
 
 AL-GR rows carry no item ids; an item is identified by its SID, so
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("id", "system", "user", "answer")
 TOKEN_RUN = re.compile(r"(?:C\d+)+")
 TOKEN = re.compile(r"C(\d+)")
-SID_VERSION = "algr-external"
+SID_VERSION = "v00000-algr-external"  # "v<seq>-<tag>", the version naming of simcit_dist.sids
 
 
 class SidFormatError(ValueError):

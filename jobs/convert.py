@@ -1,0 +1,34 @@
+"""Convert a raw source (AL-GR, Amazon, Foursquare) into canonical Parquet tables + rejects.
+
+    python jobs/convert.py --config conf/convert_algr.yaml algr.input=s3://b/item_emb.csv output=s3://b/algr
+    python jobs/convert.py --config conf/convert_scientific.yaml
+
+Writes <output>/{catalog,pairs,interactions,...}/part-*.parquet, <output>/rejects/ and
+<output>/summary.json (published only on success), and <run_dir>/convert_summary.json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _common import init_ray, parse
+
+from simcit_dist.data.converters import convert
+from simcit_dist.data.job_configs import ConvertJobConfig
+from simcit_dist.data.rejects import RejectThresholdError
+from simcit_dist.data.schemas import SchemaError
+
+CONFIG_CLASS = ConvertJobConfig
+
+
+def main() -> None:
+    cfg, args = parse(__doc__ or "", ConvertJobConfig, "conf/convert_algr.yaml")
+    init_ray(args.num_cpus)
+    try:
+        convert(cfg)
+    except (RejectThresholdError, SchemaError, FileNotFoundError) as e:
+        sys.exit(f"convert failed: {e}")
+
+
+if __name__ == "__main__":
+    main()
