@@ -226,6 +226,7 @@ class EvaluateJobConfig:
     sid_root: str = "runs/sids/simcit"
     sid_version: str | None = None  # None -> the version the model was trained on
     output: str = "runs/recommender/demo/eval"
+    sequences: str | None = None  # reuse a built sequence table (e.g. <train output>/data/sequences); None: build
     splits: list[str] = field(default_factory=lambda: ["valid", "test"])
     data: DataConfig | None = None  # None -> the data section the model was trained with
     eval: EvalConfig = field(default_factory=EvalConfig)

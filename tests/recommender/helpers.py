@@ -54,8 +54,11 @@ def leaf_sid_codes(cfg: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.nda
     return index + cfg.item_id_offset, codes, suffix
 
 
-def write_synthetic(tmp: Path | Location, cfg: SyntheticConfig) -> tuple[str, str]:
-    """Interactions parquet + a leaf-code SID table under ``tmp``; returns (interactions, sid_root) URIs."""
+def write_synthetic(tmp: Path | Location, cfg: SyntheticConfig, without_sid: int = 0) -> tuple[str, str]:
+    """Interactions parquet + a leaf-code SID table under ``tmp``; returns (interactions, sid_root) URIs.
+
+    The last ``without_sid`` catalog items are left out of the SID table (bad input).
+    """
     from simcit_dist.storage import resolve
 
     base = tmp if isinstance(tmp, Location) else resolve(str(tmp))
@@ -63,5 +66,6 @@ def write_synthetic(tmp: Path | Location, cfg: SyntheticConfig) -> tuple[str, st
     for c in range(cfg.num_user_chunks):
         write_table(user_chunk(cfg, tree, c), base.child("interactions", f"part-{c:05d}.parquet"))
     item_ids, codes, suffix = leaf_sid_codes(cfg)
-    write_sid_table(base.child("sids"), item_ids, codes, suffix, codebook_size=max(cfg.branching))
+    keep = slice(0, len(item_ids) - without_sid)
+    write_sid_table(base.child("sids"), item_ids[keep], codes[keep], suffix[keep], codebook_size=max(cfg.branching))
     return base.child("interactions").uri, base.child("sids").uri
