@@ -36,7 +36,7 @@ deleted before publishing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -121,6 +121,16 @@ def _prepare(cfg: PrepareJobConfig, staged: Location, report: RunReport) -> None
         report.table(kind).merge(summary)
 
 
+def _batches(loc: Location) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """``iter_file_batches``, but an empty file still yields one empty batch (so its part is written)."""
+    empty = True
+    for first, batch in iter_file_batches(loc):
+        empty = False
+        yield first, batch
+    if empty:
+        yield 0, pa.RecordBatch.from_pylist([], schema=pq.read_schema(loc.path, filesystem=loc.fs))
+
+
 def _by_bucket(files: Sequence[tuple[Location, Mapping[int, int]]]) -> dict[int, Parts]:
     """Invert [(scratch file, key -> row group)] into key -> [(scratch file, row group)]."""
     out: dict[int, Parts] = {}
@@ -140,7 +150,7 @@ def _scan_catalog(loc: Location, index: int, modalities: dict[str, int], num_buc
     rejects = RejectBuffer(loc.uri)
     summary = TableSummary(files=1)
     ids, rows = [], []
-    for first, batch in iter_file_batches(loc):
+    for first, batch in _batches(loc):
         checked = check_catalog_batch(batch, first, modalities, rejects)
         summary.input_rows += batch.num_rows
         ids.append(batch.column("item_id").to_numpy(zero_copy_only=False)[checked.keep].astype(np.int64))
@@ -188,7 +198,7 @@ def _write_catalog(loc: Location, index: int, dup_parts: Parts, uris: list[str],
     if extra:
         summary.notes["dropped_columns"] = ",".join(extra)
     writer: PartWriter | None = None
-    for first, batch in iter_file_batches(loc):
+    for first, batch in _batches(loc):  # at least one batch: every input file gets its output part
         checked = check_catalog_batch(batch, first, modalities, RejectBuffer(loc.uri))  # already reported
         rows = checked.keep & ~np.isin(first + np.arange(batch.num_rows), dup_rows)
         table = checked.table(batch, rows, extra)
@@ -223,7 +233,7 @@ def _scan_refs(kind: str, loc: Location, index: int, num_buckets: int, scratch: 
     rejects = RejectBuffer(loc.uri)
     summary = TableSummary(files=1)
     pieces: list[dict[str, np.ndarray]] = []
-    for first, batch in iter_file_batches(loc):
+    for first, batch in _batches(loc):
         keep, table = check_ref_batch(batch, first, kind, rejects)
         summary.input_rows += batch.num_rows
         rows = first + np.flatnonzero(keep)
@@ -260,7 +270,7 @@ def _write_refs(kind: str, loc: Location, index: int, unknown_parts: Parts, stag
     bad_rows = _reject_unknown(unknown, _ref_columns(kind), rejects)
     summary = TableSummary()
     writer: PartWriter | None = None
-    for first, batch in iter_file_batches(loc):
+    for first, batch in _batches(loc):
         keep, table = check_ref_batch(batch, first, kind, RejectBuffer(loc.uri))  # already reported
         rows = keep & ~np.isin(first + np.arange(batch.num_rows), bad_rows)
         table = table.filter(pa.array(rows))

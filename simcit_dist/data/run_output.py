@@ -34,6 +34,18 @@ from simcit_dist.storage import (
 log = logging.getLogger(__name__)
 
 
+SECRET_KEYS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
+
+
+def redact(config: Any) -> Any:
+    """A config dict with credentials replaced, safe to write into summaries."""
+    if isinstance(config, dict):
+        return {k: ("<redacted>" if k in SECRET_KEYS and v is not None else redact(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [redact(v) for v in config]
+    return config
+
+
 @dataclass
 class RunReport:
     """What a converter / prepare run did: per-table counts, status, and where things went."""
@@ -55,7 +67,7 @@ class RunReport:
         return {"job": self.job, "status": self.status, "error": self.error, "output": self.output,
                 "run_dir": self.run_dir, "seconds": round(self.seconds, 3),
                 "max_reject_fraction": self.max_reject_fraction,
-                "tables": {k: v.to_dict() for k, v in sorted(self.tables.items())}, "config": self.config}
+                "tables": {k: v.to_dict() for k, v in sorted(self.tables.items())}, "config": redact(self.config)}
 
 
 def run_staged(report: RunReport, target: Location, run_dir: Location, body: Callable[[Location], None]) -> RunReport:

@@ -90,7 +90,8 @@ def test_item_emb_csv_convert_and_prepare_on_s3(s3_bucket, ray_local) -> None:
     prepared = read_table(resolve(f"{base}/prepared/catalog", storage)).sort_by("item_id")
     assert prepared["item_id"].to_pylist() == _catalog(base, storage)["item_id"].to_pylist()
     np.testing.assert_array_equal(_bits(arrow_to_embeddings(prepared["emb"])), _bits(_known_items(300)[1]))
-    assert read_json(resolve(f"{base}/prepared/summary.json", storage))["status"] == "ok"
+    summary = read_json(resolve(f"{base}/prepared/summary.json", storage))
+    assert summary["status"] == "ok" and summary["config"]["storage"]["s3_secret_access_key"] == "<redacted>"
     assert read_json(resolve(f"{base}/prep_run/prepare_summary.json", storage))["tables"]["catalog"]["output_rows"] == 304
 
 
@@ -111,10 +112,11 @@ def test_item_emb_csv_malformed_rows_and_prepare_checks(tmp_path, ray_local) -> 
         f"Aj,{feature_b64(np.zeros(DIM, np.float32))}",  # 10 passes convert, zero_vector in prepare
         f"Ab,{feature_b64(good * 2)}",  # 11 passes convert, duplicate_item_id in prepare
         f"Ak,{f},extra",  # 12 malformed_row (three fields)
+        f'"Al","{f}"',  # 13 ok: quoted fields
     ]
     src = tmp_path / "item_emb.csv"
     write_lines(resolve(str(src)), "base62_string,feature", lines, newline="\r\n")
-    with pytest.raises(RejectThresholdError, match=r"catalog: 8 of 13 rows rejected"):
+    with pytest.raises(RejectThresholdError, match=r"catalog: 8 of 14 rows rejected"):
         _convert(str(tmp_path), input=str(src))
     assert not exists(resolve(str(tmp_path / "out")))
     assert read_json(resolve(str(tmp_path / "run" / "convert_summary.json")))["status"] == "failed"
@@ -129,7 +131,7 @@ def test_item_emb_csv_malformed_rows_and_prepare_checks(tmp_path, ray_local) -> 
     rejects = read_table(resolve(str(tmp_path / "out" / "rejects")))
     detail = dict(zip(rejects["row"].to_pylist(), rejects["detail"].to_pylist()))
     assert "28 bytes, expected 32 (8 float32)" in detail[7] and "'0Ad'" in detail[3]
-    assert _catalog(str(tmp_path))["item_key"].to_pylist() == ["Ab", "Ab", "Ah", "Ai", "Aj"]
+    assert _catalog(str(tmp_path))["item_key"].to_pylist() == ["Ab", "Ab", "Ah", "Ai", "Aj", "Al"]
 
     prep = PrepareJobConfig(catalog=str(tmp_path / "out" / "catalog"), modalities={"emb": DIM},
                             output=str(tmp_path / "prepared"), run_dir=str(tmp_path / "prep_run"),
@@ -137,7 +139,7 @@ def test_item_emb_csv_malformed_rows_and_prepare_checks(tmp_path, ray_local) -> 
     report = prepare_data(prep)
     assert report.tables["catalog"].rejected == {"non_finite": 1, "zero_vector": 1, "duplicate_item_id": 1}
     cat = read_table(resolve(str(tmp_path / "prepared" / "catalog")))
-    assert cat["item_key"].to_pylist() == ["Ab", "Ah"]
+    assert cat["item_key"].to_pylist() == ["Ab", "Ah", "Al"]
     np.testing.assert_array_equal(arrow_to_embeddings(cat["emb"])[0], good)  # the first "Ab" is kept
 
 
@@ -150,8 +152,7 @@ def test_item_emb_csv_header_is_checked(tmp_path, ray_local) -> None:
 # --- npz ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_contrastive_npz_round_trip(tmp_path, ray_local, compressed: bool) -> None:
+def _contrastive_round_trip(base: str, storage: StorageConfig | None, compressed: bool) -> None:
     ids, emb = _known_items(60, seed=1)
     rng = np.random.default_rng(2)
     rows = rng.permutation(len(ids))  # item i lives in embeds row rows[i]
@@ -160,22 +161,34 @@ def test_contrastive_npz_round_trip(tmp_path, ray_local, compressed: bool) -> No
     keys = base62.encode_array(ids).to_pylist()
     pairs = rng.integers(0, len(ids), size=(100, 2))
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    write_npz(resolve(str(tmp_path / "c.npz")), {"itemEncID": dict(zip(keys, rows.tolist())), "pairs": pairs,
-                                                  "embeds": embeds}, compressed=compressed)
-    report = _convert(str(tmp_path), format="contrastive_npz", input=str(tmp_path / "c.npz"), allow_pickle=True,
+    write_npz(resolve(f"{base}/c.npz", storage), {"itemEncID": dict(zip(keys, rows.tolist())), "pairs": pairs,
+                                                   "embeds": embeds}, compressed=compressed)
+    report = _convert(base, storage, format="contrastive_npz", input=f"{base}/c.npz", allow_pickle=True,
                       rows_per_task=16, chunk_rows=7)
     assert {k: (t.input_rows, t.output_rows) for k, t in report.tables.items()} == {
         "item_index": (len(ids), len(ids)), "catalog": (len(ids), len(ids)), "pairs": (len(pairs), len(pairs))}
-    cat = _catalog(str(tmp_path))
+    assert report.tables["catalog"].files == 1 and report.tables["catalog"].notes["id_kind"] == "base62"
+    cat = _catalog(base, storage)
     np.testing.assert_array_equal(cat["item_id"].to_numpy(), ids)
     np.testing.assert_array_equal(_bits(arrow_to_embeddings(cat["emb"])), _bits(emb))
     assert cat["item_key"].to_pylist() == keys
     row_to_id = np.empty(len(ids), np.int64)
     row_to_id[rows] = ids
-    got = read_table(resolve(str(tmp_path / "out" / "pairs")))  # part names sort by first row: input order
+    got = read_table(resolve(f"{base}/out/pairs", storage))  # part names sort by first row: input order
     np.testing.assert_array_equal(got["item_a"].to_numpy(), row_to_id[pairs[:, 0]])
     np.testing.assert_array_equal(got["item_b"].to_numpy(), row_to_id[pairs[:, 1]])
     assert set(got["weight"].to_pylist()) == {1.0}
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_contrastive_npz_round_trip(tmp_path, ray_local, compressed: bool) -> None:
+    _contrastive_round_trip(str(tmp_path), None, compressed)
+
+
+@pytest.mark.s3
+def test_contrastive_npz_round_trip_on_s3(s3_bucket, ray_local) -> None:
+    """Members are read with ranged reads through pyarrow's S3 file (zip directory, then row ranges)."""
+    _contrastive_round_trip(*s3_bucket, compressed=False)
 
 
 def test_contrastive_npz_malformed(tmp_path, ray_local) -> None:

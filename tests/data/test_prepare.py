@@ -12,7 +12,7 @@ from simcit_dist.data.parquet_io import read_table, write_table
 from simcit_dist.data.prepare import prepare_data
 from simcit_dist.data.rejects import RejectThresholdError
 from simcit_dist.data.schemas import SchemaError, arrow_to_embeddings, embedding_type
-from simcit_dist.storage import StorageConfig, read_json, resolve
+from simcit_dist.storage import StorageConfig, list_files, read_json, resolve
 
 NAN = float("nan")
 
@@ -161,8 +161,11 @@ def test_modalities_are_inferred_when_not_given(tmp_path, ray_local) -> None:
     write_table(pa.table({"item_id": pa.array([3, 4], pa.int64()), "emb": pa.array([_v(1), _v(2)], embedding_type(4)),
                           "other": pa.array([[1.0], [2.0]], pa.list_(pa.float32()))}),
                 resolve(f"{base}/catalog/a.parquet"))
+    write_table(pa.table({"item_id": pa.array([], pa.int64()), "emb": pa.array([], embedding_type(4))}),
+                resolve(f"{base}/catalog/b.parquet"))  # an empty file is fine and keeps its (empty) part
     report = prepare_data(PrepareJobConfig(catalog=f"{base}/catalog", output=f"{base}/prepared", run_dir=f"{base}/run"))
     assert report.tables["catalog"].output_rows == 2 and report.tables["catalog"].missing_modality == {"emb": 0}
+    assert len(list_files(resolve(f"{base}/prepared/catalog"))) == 2 and report.tables["catalog"].files == 2
     # A variable-length float column is not a modality unless configured: not validated, so not passed on.
     assert read_table(resolve(f"{base}/prepared/catalog")).column_names == ["item_id", "emb"]
     assert report.tables["catalog"].notes == {"dropped_columns": "other"}

@@ -83,8 +83,8 @@ def _convert_range(loc: Location, rng: LineRange, index: int, columns: tuple[int
                             f"expected {num_fields}: {short(line)}")
                 continue
             pending[0].append(row)
-            pending[1].append(fields[id_col].strip())
-            pending[2].append(fields[feat_col].strip())
+            pending[1].append(fields[id_col].strip().strip(b'"'))  # neither alphabet has quotes
+            pending[2].append(fields[feat_col].strip().strip(b'"'))
             if len(pending[0]) >= cfg.chunk_rows:
                 out.write(_decode_chunk(*pending, cfg, rejects))
                 pending = ([], [], [])
