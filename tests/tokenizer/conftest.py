@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,3 +58,13 @@ def make_catalog(num_items: int) -> Catalog:
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return make_catalog(1024)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: these tensors are small, and on a busy shared machine spinning
+    OpenMP threads cost far more than they give. Restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
