@@ -106,8 +106,9 @@ def prepare(cfg: AssignJobConfig) -> _Context:
                                                                  "capacity_candidates", "retire_versions",
                                                                  "num_partitions")}
     digest = pub.input_digest(catalog, tok_hash, previous, settings)
+    version = pub.find_by_digest(root, digest) or pub.version_name(seq, digest)
     return _Context(cfg, root, catalog, artifact, list(dims), tokenizer.num_levels, tokenizer.codebook_size, tok_hash,
-                    previous, prev_manifest, seq, pub.version_name(seq, digest))
+                    previous, prev_manifest, pub.version_seq(version), version)
 
 
 def _next_seq(root: Location) -> int:
@@ -234,8 +235,11 @@ def _stage_b_task(exchange_b: Location, out: Location, partition: int, cfg: Assi
 
 def _stage_b(ctx: _Context, exchange_b: Location) -> AssignStats:
     out = version_dir(ctx.root, ctx.version)
-    refs = [_stage_b_task.options(max_retries=0).remote(exchange_b, out, p, ctx.cfg, ctx.levels, ctx.codebook_size,
-                                                        ctx.seq)
+    options: dict[str, Any] = {"max_retries": 0}
+    if FAIL_ENV in os.environ:  # tests: carry the fault injection to the workers
+        options["runtime_env"] = {"env_vars": {FAIL_ENV: os.environ[FAIL_ENV]}}
+    refs = [_stage_b_task.options(**options).remote(exchange_b, out, p, ctx.cfg, ctx.levels, ctx.codebook_size,
+                                                    ctx.seq)
             for p in range(ctx.cfg.num_partitions)]
     total = AssignStats()
     for stats in _gather(refs, "stage B (codes)"):

@@ -55,9 +55,10 @@ def encode_table(tokenizer: Any, table: pa.Table, modalities: Sequence[str], can
 def last_level_candidates(tokenizer: Any, batch: dict[str, torch.Tensor], k: int) -> tuple[np.ndarray, np.ndarray]:
     """(codes, squared distances) of the ``k`` nearest last-level codewords of each item's
     last residual, nearest first (the FORGE reassignment's candidates)."""
-    residual = tokenizer.residuals(batch)[-1] if hasattr(tokenizer, "residuals") else None
-    if residual is None:
-        raise ValueError(f"{type(tokenizer).__name__} exposes no residuals; collision=capacity needs them")
+    quantizer = getattr(tokenizer, "quantizer", None)
+    if quantizer is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no residual quantizer; collision=capacity needs one")
+    residual = quantizer.residuals(tokenizer.latent(batch))[-1]  # (B, D) entering the last level
     book = tokenizer.codebooks()[-1].to(residual.device, residual.dtype)  # (K, D)
     d2 = (residual.pow(2).sum(1, keepdim=True) - 2 * residual @ book.T + book.pow(2).sum(1)[None])  # (B, K)
     k = min(k, book.shape[0])

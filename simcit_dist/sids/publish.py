@@ -58,6 +58,12 @@ def version_seq(version: str) -> int:
         raise SIDTableError(f"{version!r} is not a version name (v<seq>-<digest>)") from e
 
 
+def find_by_digest(root: Location, digest: str) -> str | None:
+    """A complete version already published from the same inputs (idempotent re-runs)."""
+    matches = [v for v in published_versions(root) if v.endswith("-" + digest[:12])]
+    return matches[-1] if matches else None
+
+
 def latest_version(root: Location) -> str | None:
     pointer = root.child(LATEST)
     return read_text(pointer).strip() if exists(pointer) else None

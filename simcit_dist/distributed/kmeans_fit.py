@@ -1,0 +1,63 @@
+"""RQ-KMeans through the tokenizer job: no gradient steps, one fit on a streamed sample.
+
+The sample (``rqkmeans.max_sample`` training rows, held-back items excluded) is streamed into
+one Ray task, which fits the residual k-means, scores the held-back items like the DDP path
+does, and writes the same artifact and history files, so assignment and reports treat all
+tokenizers the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import ray
+import torch
+
+from simcit_dist.data.schemas import ITEM_ID
+from simcit_dist.distributed.tokenizer_data import (
+    arrow_to_batch,
+    count_rows,
+    holdout_dataset,
+    resolve_modalities,
+    training_dataset,
+)
+from simcit_dist.distributed.tokenizer_eval import HISTORY_FILE, evaluate_holdout, write_outputs
+from simcit_dist.distributed.tokenizer_worker import TokenizerPlan
+from simcit_dist.distributed.train_state import TrainState
+from simcit_dist.storage import read_json, resolve
+from simcit_dist.tokenizer import build_tokenizer
+
+if TYPE_CHECKING:
+    from simcit_dist.config import TokenizerJobConfig
+    from simcit_dist.distributed.tokenizer_job import TokenizerRunResult
+
+
+@ray.remote
+def _fit_task(plan: TokenizerPlan, train: Any, holdout: Any) -> dict[str, float]:
+    cfg = plan.cfg
+    modalities = list(plan.input_dims)
+    tokenizer: Any = build_tokenizer(cfg.tokenizer, plan.input_dims)
+    batches = (arrow_to_batch(t, modalities, with_partner=False)
+               for t in train.iter_batches(batch_size=65_536, batch_format="pyarrow"))
+    fit_metrics = tokenizer.fit(batches)
+    device = torch.device("cpu")
+    metrics, plots = evaluate_holdout(tokenizer, holdout, plan, device)
+    final = {"step": 1.0, **metrics}
+    write_outputs(tokenizer, plan, TrainState(step=1, history=[{"step": 1.0, **fit_metrics}]), final, plots)
+    return final
+
+
+def fit_rqkmeans(cfg: TokenizerJobConfig) -> TokenizerRunResult:
+    from simcit_dist.distributed.tokenizer_job import TokenizerRunResult
+
+    catalog = resolve(cfg.data.catalog, cfg.storage)
+    input_dims = resolve_modalities(catalog, cfg.data.modalities)
+    columns = [ITEM_ID, *input_dims]
+    plan = TokenizerPlan(cfg, input_dims, False, 1, 1, count_rows(catalog), cfg.run.artifact_uri())
+    train = training_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.shuffle_files, cfg.data.seed)
+    train = train.limit(cfg.tokenizer.rqkmeans.max_sample)
+    holdout = holdout_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.holdout_max_items)
+    ray.get(_fit_task.remote(plan, train, holdout))
+    outputs = read_json(resolve(plan.artifact_uri, cfg.storage).child(HISTORY_FILE))
+    return TokenizerRunResult(plan.artifact_uri, 1, outputs["final"], outputs["history"], None,
+                              outputs.get("plots", {}))
