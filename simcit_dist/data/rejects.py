@@ -6,7 +6,9 @@ Every row a converter or ``prepare_data`` does not pass on is written to ``rejec
 ``<file>::<member>`` and the array row; JSON objects: the entry's position). A row is rejected
 once, with the first check it fails.
 
-Reason codes (stable snake_case; dashboards and tests match on them):
+Reason codes are the stable snake_case constants below (``REASONS`` lists them all);
+dashboards and tests match on them. ``missing_column`` is file-level: it is raised as a
+:class:`SchemaError` and recorded as the run's error, never as rows.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ MISSING_COLUMN = "missing_column"  # file-level: raised as SchemaError, recorded
 REASONS = (BAD_ID, ID_OVERFLOW, WRONG_DIMENSION, NON_FINITE, ZERO_VECTOR, NO_MODALITY, DUPLICATE_ITEM_ID,
            UNKNOWN_ITEM, SELF_PAIR, BAD_WEIGHT, NULL_VALUE, BAD_BASE64, WRONG_BYTE_LENGTH, MALFORMED_ROW, BAD_SID,
            BAD_ROW_INDEX, UNMAPPED_ROW, BAD_COORDINATE, MISSING_COLUMN)
-__doc__ = (__doc__ or "") + "\n".join(f"``{r}``" for r in REASONS)
 
 
 class RejectThresholdError(RuntimeError):
