@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -71,6 +70,8 @@ def group_user_sequences(block: pa.Table, item_ids: np.ndarray) -> pa.Table:
     ``item_ids``: the catalog's sorted item ids (index = item index). Ties in timestamp are
     broken by item id so the order is deterministic whatever the partitioning.
     """
+    import polars as pl  # only the sequence builder needs it (not model/eval workers)
+
     index = lookup_index(item_ids, block.column("item_id").to_numpy().astype(np.int64))
     df = pl.DataFrame(pl.from_arrow(block.select(["user_id", "item_id", "timestamp"]))).with_columns(
         pl.Series("index", index))
