@@ -1,5 +1,5 @@
 """Train the generative recommender on one published SID table (Ray Train + DeepSpeed), validate each
-epoch, test at the end; writes metrics.json, training_curves.png and the exported model to `output`.
+epoch, test at the end; writes metrics.json, report.md (+ curves) and the exported model to `output`.
 
     python jobs/train_recommender.py --config conf/recommender.yaml [sid_root=s3://b/sids training.epochs=20]
     ray job submit --working-dir . -- python jobs/train_recommender.py --config conf/recommender_algr.yaml

@@ -157,7 +157,7 @@ class EvalConfig:
     use_gpu: bool = False
     epoch_metric_k: int = 10  # the Recall@k reported each epoch
     max_epoch_examples: int | None = 2000  # validation examples scored each epoch (None: all)
-    max_examples: int | None = None  # cap for final evaluation (None: all)
+    max_users: int | None = None  # final evaluation on the first N users only (None: all)
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):

@@ -115,8 +115,7 @@ class _EvalWorker:
 
 def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: EvalConfig,
                    storage: StorageConfig | None = None, splits: Sequence[str] = SPLITS,
-                   data: DataConfig | None = None, sid_version: str | None = None,
-                   max_users: int | None = None) -> dict[str, dict[str, float]]:
+                   data: DataConfig | None = None, sid_version: str | None = None) -> dict[str, dict[str, float]]:
     """Recall/NDCG@K of a trained model on each split, scored by ``cfg.num_workers`` Ray actors.
 
     ``data``/``sid_version`` default to what the model was trained with.
@@ -134,8 +133,8 @@ def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: Eval
     catalog = load_catalog(sid_root, storage, version)
     popular = popular_items(sequences, data, catalog.num_items, max(cfg.ks))
     ds = read_dataset(sequences, columns=["user_id", "items"])
-    if max_users is not None:
-        ds = ds.limit(max_users)
+    if cfg.max_users is not None:
+        ds = ds.limit(cfg.max_users)
     scored = ds.map_batches(
         _EvalWorker, batch_size=USERS_PER_BATCH, batch_format="pyarrow",
         fn_constructor_kwargs={"model_uri": model_uri, "storage": storage, "sid_root": sid_root,

@@ -6,7 +6,7 @@ Run directory (``output``)::
     data/sequences/     per-user sequence table (+ manifest.json with counts of dropped interactions)
     model/              exported model of the last epoch (model.pt + config.json)
     metrics.json        data stats, per-epoch history, final valid/test metrics (+ popularity baseline)
-    training_curves.png training loss and validation Recall@K over epochs
+    report.md           the same as tables, with training_loss.png and valid_recall.png (per epoch)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from simcit_dist.recommender.catalog import load_catalog
 from simcit_dist.recommender.config import DataConfig, EvalConfig, RecommenderConfig, RunSpec
 from simcit_dist.recommender.evaluation import SPLITS, evaluate_model
 from simcit_dist.recommender.export import load_model, model_dir
-from simcit_dist.recommender.plots import training_curves_png
+from simcit_dist.recommender.report import write_run_report
 from simcit_dist.recommender.sequences import build_sequences
 from simcit_dist.recommender.trainer import WorkerJob, fit
 from simcit_dist.sids.table import resolve_version
@@ -33,14 +33,12 @@ from simcit_dist.storage import (
     list_files,
     make_dir,
     resolve,
-    write_bytes,
     write_json,
 )
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-CURVES_FILE = "training_curves.png"
 
 
 def train_and_evaluate(interactions: str, sid_root: str, cfg: RecommenderConfig, output: str, run: RunSpec,
@@ -62,7 +60,7 @@ def train_and_evaluate(interactions: str, sid_root: str, cfg: RecommenderConfig,
               "checkpoint": fitted.checkpoint.uri, "data": asdict(stats), "history": fitted.state.history,
               **final, "config": to_dict(cfg)}
     write_json(out.child(METRICS_FILE), report)
-    write_bytes(out.child(CURVES_FILE), training_curves_png(fitted.state.history, cfg.eval.epoch_metric_k))
+    write_run_report(report, out, cfg.eval.ks, cfg.eval.epoch_metric_k)
     log.info("valid %s | test %s", final["valid"], final["test"])
     return report
 

@@ -42,7 +42,10 @@ def test_train_then_evaluate_jobs_on_s3(s3_bucket, ray_local, monkeypatch) -> No
     assert test["count"] == 600
     assert test["recall@10"] >= test["popular/recall@10"] + 0.15, test
     assert test["ndcg@10"] > test["popular/ndcg@10"]
-    assert read_bytes(resolve(f"{out}/training_curves.png", storage))[:4] == b"\x89PNG"
+    assert read_bytes(resolve(f"{out}/training_loss.png", storage))[:4] == b"\x89PNG"
+    assert read_bytes(resolve(f"{out}/valid_recall.png", storage))[:4] == b"\x89PNG"
+    md = read_bytes(resolve(f"{out}/report.md", storage)).decode()
+    assert "| test | 600 |" in md and "valid_recall.png" in md
     assert exists(resolve(f"{out}/model/model.pt", storage))
     assert report["checkpoint"].startswith(f"{bucket}/ray/e2e/checkpoint_")
 
