@@ -23,7 +23,7 @@ from simcit_dist.recommender.beam import beam_search
 from simcit_dist.recommender.catalog import SidCatalog, load_catalog
 from simcit_dist.recommender.config import DataConfig, EvalConfig
 from simcit_dist.recommender.examples import UserSequences, encoder_tokens
-from simcit_dist.recommender.export import load_model
+from simcit_dist.recommender.export import load_meta, load_model
 from simcit_dist.recommender.metrics import finalize, metric_sums, popularity_ranking, target_ranks
 from simcit_dist.recommender.trie import SidTrie
 from simcit_dist.storage import Location, StorageConfig
@@ -125,7 +125,7 @@ def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: Eval
     from simcit_dist.data.parquet_io import read_dataset
 
     start = time.time()
-    _, meta = load_model(model_uri, storage)
+    meta = load_meta(model_uri, storage)
     data = data or meta.data
     version = sid_version or meta.sid_version
     if version != meta.sid_version:

@@ -69,10 +69,15 @@ def model_dir(uri: str | Location, storage: StorageConfig | None = None) -> Loca
     raise FileNotFoundError(f"{loc.uri}: no trained model ({CONFIG_FILE} + {MODEL_FILE}, directly or under model/)")
 
 
+def load_meta(uri: str | Location, storage: StorageConfig | None = None) -> ModelMeta:
+    """What a trained model was built and trained with (no weights read)."""
+    return ModelMeta.from_dict(read_json(model_dir(uri, storage).child(CONFIG_FILE)))
+
+
 def load_model(uri: str | Location, storage: StorageConfig | None = None) -> tuple[TigerModel, ModelMeta]:
     """Rebuild a trained model (eval mode, CPU) from an exported model or checkpoint directory."""
     loc = model_dir(uri, storage)
-    meta = ModelMeta.from_dict(read_json(loc.child(CONFIG_FILE)))
+    meta = load_meta(loc)
     model = TigerModel(meta.model, meta.layout, meta.data.max_history)
     state = torch.load(io.BytesIO(read_bytes(loc.child(MODEL_FILE))), map_location="cpu", weights_only=True)
     model.load_state_dict(state)

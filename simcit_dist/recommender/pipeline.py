@@ -21,7 +21,7 @@ from simcit_dist.config_loader import to_dict
 from simcit_dist.recommender.catalog import load_catalog
 from simcit_dist.recommender.config import DataConfig, EvalConfig, RecommenderConfig, RunSpec
 from simcit_dist.recommender.evaluation import SPLITS, evaluate_model
-from simcit_dist.recommender.export import load_model, model_dir
+from simcit_dist.recommender.export import load_meta, model_dir
 from simcit_dist.recommender.report import write_run_report
 from simcit_dist.recommender.sequences import build_sequences
 from simcit_dist.recommender.trainer import WorkerJob, fit
@@ -75,7 +75,7 @@ def evaluate_trained(model_uri: str, interactions: str, sid_root: str, output: s
     version (the training run's ``data/sequences``); otherwise one is built under ``output``.
     """
     out = resolve(output, storage)
-    _, meta = load_model(model_uri, storage)
+    meta = load_meta(model_uri, storage)
     data = data or meta.data
     version = sid_version or meta.sid_version
     catalog = load_catalog(sid_root, storage, version)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simcit_dist.recommender.catalog import SidLayout
+from simcit_dist.recommender.config import DataConfig, ModelConfig
+from simcit_dist.recommender.export import ModelMeta, load_meta, load_model, save_model
+from simcit_dist.recommender.model import TigerModel
+from simcit_dist.storage import resolve
+
+
+def test_exported_model_round_trips_from_a_checkpoint_dir(tmp_path) -> None:
+    cfg = ModelConfig(d_model=16, num_heads=2, head_dim=8, ffn_dim=32, num_encoder_layers=1, num_decoder_layers=1)
+    layout = SidLayout((4, 4, 2))
+    torch.manual_seed(0)
+    model = TigerModel(cfg, layout, max_history=3).eval()
+    meta = ModelMeta(cfg, DataConfig(split="chrono", max_history=3), layout, "s3://b/sids", "v7")
+    save_model(resolve(str(tmp_path / "ckpt" / "model")), model.state_dict(), meta)
+
+    loaded, got = load_model(str(tmp_path / "ckpt"))  # a checkpoint dir holding model/
+    assert got == meta and load_meta(str(tmp_path / "ckpt" / "model")) == meta
+    src = torch.randint(2, layout.vocab_size, (5, 9))
+    tgt = torch.randint(2, 6, (5, 3))
+    codes = torch.randint(0, 2, (5, 3))
+    assert torch.equal(loaded(src, tgt, codes), model(src, tgt, codes))
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        load_model(str(tmp_path))
