@@ -9,6 +9,19 @@
 
 Inference assigns the hard argmin code per level. ``forward`` is :meth:`SimCIT.training_loss`,
 so a DDP-wrapped model is called as ``ddp(batch, step, total_steps, gather)``.
+
+Two choices differ from the public reference code, both because the Gumbel-softmax compares
+noise with *squared distances*, whose scale the encoder otherwise sets freely:
+
+- ``normalize_latent`` (default on) L2-normalises z. Without it the encoder inflates z to drown
+  the noise; on the synthetic catalog the quantisation error grew ~100x within 100 steps and
+  the level-0 code perplexity fell to ~5 of 16.
+- ``gumbel_scale`` (default 0.1) scales the Gumbel(0, 1) noise relative to those unit-sphere
+  distances; at scale 1 the noise dominated and codes collapsed the same way (perplexity ~4.6
+  of 16), at 0-0.1 the level-0 perplexity stayed at 13-14.5 of 16.
+
+The partner view is h_pair(fused latent of the partner), not its quantised reconstruction:
+co-occurring items pull each other's codes together without quantising a second batch.
 """
 
 from __future__ import annotations
@@ -125,11 +138,9 @@ class SimCIT(nn.Module):
         weights = torch.ones_like(per_view)
         if self._pair_active(batch):
             weights[-1] = cfg.pair_weight
-        loss = (weights * per_view).sum()
-        extra = self._regularisers(quant.residual, z)
-        loss = loss + extra
-        loss = loss + self._unused_pair_head_term(batch)
-        return loss, self._metrics(loss, per_view, temperature, quant.codes, quant.residual, fusion_w, extra)
+        reg = self._regularisers(quant.residual, z)
+        loss = (weights * per_view).sum() + reg + self._unused_pair_head_term(batch)
+        return loss, self._metrics(loss, per_view, temperature, quant.codes, quant.residual, fusion_w, reg)
 
     def _pair_active(self, batch: Batch) -> bool:
         return self.pair_head is not None and PARTNER_ITEM_ID in batch

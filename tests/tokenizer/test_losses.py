@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simcit_dist.tokenizer.losses import multiview_nt_xent
+from simcit_dist.tokenizer.losses import _logsumexp, multiview_nt_xent
 from tests.tokenizer.fake_dist import run_ranks
 
 
@@ -136,3 +136,17 @@ def test_loss_is_finite_when_a_view_has_no_valid_row_or_every_key_is_masked() ->
     assert torch.equal(loss, torch.zeros(2))
     loss.sum().backward()
     assert torch.isfinite(inp["anchor"].grad).all()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_fused_logsumexp_matches_torch_value_and_gradient(dim: int) -> None:
+    x = torch.randn(6, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[2, 3] = -1e9  # a masked entry
+    w = torch.randn(x.shape[1 - dim], dtype=torch.float64)
+    ref_in = x.clone().requires_grad_(True)
+    (torch.logsumexp(ref_in, dim=dim) * w).sum().backward()
+    got_in = x.clone().requires_grad_(True)
+    got = _logsumexp(got_in.clone(), dim)  # the function overwrites its input: pass a fresh tensor
+    (got * w).sum().backward()
+    torch.testing.assert_close(got, torch.logsumexp(x, dim=dim))
+    torch.testing.assert_close(got_in.grad, ref_in.grad)

@@ -181,3 +181,33 @@ def test_build_tokenizer_concatenates_modalities_in_sorted_order(catalog: Catalo
     assert torch.equal(x, expected)
     with pytest.raises(ValueError, match="at least one modality"):
         build_tokenizer(TokenizerConfig(), {})
+
+
+def test_mlp_and_heads_shapes_activations_and_gradients() -> None:
+    from simcit_dist.tokenizer.layers import mlp, projection_head
+
+    net = mlp(7, [16, 8], 5, act="relu", dropout=0.1)
+    assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    x = torch.randn(4, 7, requires_grad=True)
+    out = net(x)
+    assert out.shape == (4, 5)
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in net.parameters())
+    assert projection_head(5, 3, "linear")(out).shape == (4, 3)
+    assert projection_head(5, 3, "mlp", "gelu")(out).shape == (4, 3)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        mlp(3, [4], 2, act="tanh")
+
+
+@pytest.mark.parametrize("options", [{"minibatch_size": 100}, {"normalize": True, "init": "random"}])
+def test_rqkmeans_fit_options(options: dict[str, Any], catalog: Catalog) -> None:
+    model = make("rqkmeans", catalog, **options)
+    batches = [catalog.rows(torch.arange(i, i + 256)) for i in range(0, 1024, 256)]
+    residuals = model.fit(batches)
+    assert residuals["residual_l0"] > residuals["residual_l1"] > 0  # the residual shrinks per level
+    codes = model.encode(catalog.rows(torch.arange(1024)))
+    assert codes.shape == (1024, 2) and len(torch.unique(codes[:, 0])) == 8
+    if options.get("normalize"):  # each modality block (sorted: cf 16, image 48, text 32) has unit norm
+        z = model.latent(catalog.rows(torch.arange(4)))
+        for block in torch.split(z, [16, 48, 32], dim=1):
+            torch.testing.assert_close(block.norm(dim=1), torch.ones(4))
