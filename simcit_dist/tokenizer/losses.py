@@ -88,6 +88,31 @@ def _lse(bias: Tensor, queries: Tensor, keys: Tensor) -> Tensor:
     return _logsumexp(torch.addmm(bias, queries, keys.t()), dim=1)
 
 
+def _view_loss(a_s: Tensor, b_s: Tensor, keys_a: Tensor, keys_v: Tensor, bias_a: Tensor, bias_a_t: Tensor | None,
+               bias_v: Tensor, lse_aa: Tensor, tau: float, symmetric: bool) -> Tensor:
+    """(B,) loss of each local query for one view; a_s, b_s (B, P) are the normalised queries / tau.
+
+    ``bias_a_t`` (the transposed anchor bias) is given in one process only, where the keys are the
+    queries: b_i.a_j = a_j.b_i, so the b -> a logits are the a -> b logits transposed, reduced over
+    dim 0 -- one GEMM forward and two backward fewer.
+    """
+    pos = (a_s * b_s).sum(-1) * tau  # (B,) a_i.b_i / tau; never among the negatives
+    lse_ba: Tensor | None = None
+    if bias_a_t is not None:
+        raw = a_s @ keys_v.t()  # (B, B) a_i.b_j / tau
+        lse_ab = _logsumexp(raw + bias_v, dim=1)
+        lse_ba = _logsumexp(raw + bias_a_t, dim=0)  # query b_j against anchors a_i
+    else:
+        lse_ab = _lse(bias_v, a_s, keys_v)
+    loss = F.softplus(torch.logaddexp(lse_ab, lse_aa) - pos)  # -log(e^pos / (e^pos + e^neg))
+    if not symmetric:
+        return loss
+    if lse_ba is None:
+        lse_ba = _lse(bias_a, b_s, keys_a)
+    neg_b = torch.logaddexp(lse_ba, _lse(bias_v, b_s, keys_v))  # views' negatives: anchors and views
+    return 0.5 * (loss + F.softplus(neg_b - pos))
+
+
 def multiview_nt_xent(anchor: Tensor, views: Tensor, valid: Tensor, anchor_ids: Tensor, view_ids: Tensor,
                       related_ids: Tensor, tau: float, symmetric: bool = True,
                       gather: Gather | None = None) -> Tensor:
@@ -125,7 +150,7 @@ def _nt_xent(anchor: Tensor, views: Tensor, valid: Tensor, anchor_ids: Tensor, v
     bias_a = _mask_bias(fn_anchor)
     a_s = a / tau
     lse_aa = _lse(bias_a, a_s, keys_a)  # (B,) reconstructions as negatives of a
-    bias_a_t: Tensor | None = None
+    bias_a_t = bias_a.t().contiguous() if symmetric and world == 1 else None
     losses = []
     for v in range(n_views):
         keys_v = feats[:, 1 + v]  # (N, P)
@@ -134,24 +159,8 @@ def _nt_xent(anchor: Tensor, views: Tensor, valid: Tensor, anchor_ids: Tensor, v
             mask_v = fn_anchor | ~key_valid.unsqueeze(0)
         else:
             mask_v = related_mask(meta[:, 1 + v], related_ids) | ~key_valid.unsqueeze(0) | self_mask  # (B, N)
-        bias_v = _mask_bias(mask_v)
-        pos = (a_s * b[:, v]).sum(-1)  # (B,) a_i.b_i / tau; the positive is never among the negatives
-        b_s = b[:, v] / tau
-        if symmetric and world == 1:
-            # One process: keys are the queries, so b_i.a_j = (a_j.b_i): the b -> a logits are the
-            # a -> b logits transposed, reduced over dim 0 (saves one GEMM forward and two backward).
-            if bias_a_t is None:
-                bias_a_t = bias_a.t().contiguous()
-            raw = a_s @ keys_v.t()  # (B, B) a_i.b_j / tau
-            lse_ab = _logsumexp(raw + bias_v, dim=1)
-            lse_ba = _logsumexp(raw + bias_a_t, dim=0)  # query b_j against anchors a_i
-        else:
-            lse_ab = _lse(bias_v, a_s, keys_v)
-            lse_ba = _lse(bias_a, b_s, keys_a) if symmetric else lse_ab
-        loss = F.softplus(torch.logaddexp(lse_ab, lse_aa) - pos)  # -log(e^pos / (e^pos + e^neg))
-        if symmetric:
-            neg_b = torch.logaddexp(lse_ba, _lse(bias_v, b_s, keys_v))
-            loss = 0.5 * (loss + F.softplus(neg_b - pos))
+        loss = _view_loss(a_s, b[:, v] / tau, keys_a, keys_v, bias_a, bias_a_t, _mask_bias(mask_v), lse_aa, tau,
+                          symmetric)
         n_valid = key_valid.sum().clamp_min(1)  # valid queries on all ranks
         losses.append(world * (loss * valid[:, v]).sum() / n_valid)
     return torch.stack(losses) if losses else anchor.new_zeros(0)
