@@ -23,6 +23,8 @@ from simcit_dist.tokenizer.config import (
     TemperatureSchedule,
     TokenizerConfig,
 )
+from simcit_dist.tokenizer.fit import fit_local
+from simcit_dist.tokenizer.inputs import Batch, batch_from_arrow
 from simcit_dist.tokenizer.losses import Gather, multiview_nt_xent
 from simcit_dist.tokenizer.rqkmeans import RQKMeans
 from simcit_dist.tokenizer.rqvae import RQVAE
@@ -32,6 +34,7 @@ from simcit_dist.tokenizer.simcit import SimCIT
 __all__ = [
     "RQVAE",
     "ArtifactError",
+    "Batch",
     "FittableTokenizer",
     "Gather",
     "RQKMeans",
@@ -45,7 +48,9 @@ __all__ = [
     "TrainableTokenizer",
     "artifact_hash",
     "as_module",
+    "batch_from_arrow",
     "build_tokenizer",
+    "fit_local",
     "gumbel_temperature",
     "is_trainable",
     "load_artifact",
