@@ -36,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -466,7 +466,7 @@ def configmaps_of(docs: list[Document]) -> dict[str, dict[str, str]]:
     return {d.name: dict(d.body.get("data") or {}) for d in [*base, *docs] if d.kind == "ConfigMap"}
 
 
-def reference_problems(docs: list[Document], provided: list[Document] = ()) -> list[str]:
+def reference_problems(docs: list[Document], provided: Sequence[Document] = ()) -> list[str]:
     """Used ServiceAccounts, ConfigMaps and Roles exist among ``docs`` (or ``provided``: what another
     build, e.g. the platform of the same environment, creates)."""
     have = {(d.kind, d.name) for d in [*docs, *provided]}

@@ -26,13 +26,15 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
-def option(args: list[str], name: str) -> str | None:
+def option(args: list[str], name: str, default: str | None = None) -> str:
     for i, arg in enumerate(args):
         if arg == name and i + 1 < len(args):
             return args[i + 1]
         if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
-    return None
+    if default is None:
+        sys.exit(f"fake kubectl: {name} missing in {args}")
+    return default
 
 
 def jsonpath(obj: dict, expr: str) -> str:
@@ -44,7 +46,7 @@ def jsonpath(obj: dict, expr: str) -> str:
 
 def get(state: dict, args: list[str]) -> str:
     jobs = state["rayjobs"]
-    selector = option(args, "-l")
+    selector = option(args, "-l", "")
     if selector:
         key, value = selector.split("=", 1)
         found = [j for j in jobs.values() if j["metadata"].get("labels", {}).get(key) == value]
@@ -54,7 +56,7 @@ def get(state: dict, args: list[str]) -> str:
     if name not in jobs:
         sys.exit(f'Error from server (NotFound): rayjobs.ray.io "{name}" not found')
     job = jobs[name]
-    output = option(args, "-o") or ""
+    output = option(args, "-o", "")
     if output == "json":
         return json.dumps(job)
     if output.startswith("jsonpath="):
@@ -78,7 +80,7 @@ def main(args: list[str]) -> str:
     verb = args[0]
     if verb == "get":
         out = get(state, args)
-    elif verb == "patch" and "--local" in args and option(args, "--type") == "merge":
+    elif verb == "patch" and "--local" in args and option(args, "--type", "") == "merge":
         with open(option(args, "-f")) as f, open(option(args, "--patch-file")) as p:
             out = json.dumps(merge_patch(json.load(f), json.load(p)))
     elif verb == "create":
