@@ -33,7 +33,7 @@ from simcit_dist.recommender.config import RecommenderConfig, RunSpec
 from simcit_dist.recommender.engine import build_engine, build_model, consolidated_state_dict, deepspeed_step
 from simcit_dist.recommender.evaluation import Recommender, score_examples
 from simcit_dist.recommender.examples import UserSequences, load_shard, train_batches
-from simcit_dist.recommender.export import ModelMeta, save_model
+from simcit_dist.recommender.export import ModelMeta, load_meta, save_model
 from simcit_dist.recommender.metrics import finalize
 from simcit_dist.recommender.sequences import count_examples
 from simcit_dist.storage import Location, StorageConfig, resolve
@@ -79,7 +79,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     seqs = load_shard(resolve(job.sequences, job.storage), cfg.data, rank, world)
     engine = build_engine(build_model(cfg.model, catalog.layout, cfg.data.max_history, cfg.training.seed),
                           cfg.training)
-    state = restore(engine, ray.train.get_checkpoint())
+    state = restore(engine, ray.train.get_checkpoint(), job.sid_version)
     steps = steps_per_epoch(seqs, cfg)
     rec = Recommender(engine.module, catalog, engine.device)
     meta = ModelMeta(cfg.model, cfg.data, catalog.layout, job.sid_root, job.sid_version)
@@ -169,11 +169,18 @@ def save_and_report(engine: Any, state: TrainState, meta: ModelMeta, metrics: di
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def restore(engine: Any, checkpoint: Any) -> TrainState:
-    """Load DeepSpeed state and the loop state from a Ray checkpoint (fresh state when None)."""
+def restore(engine: Any, checkpoint: Any, sid_version: str) -> TrainState:
+    """Load DeepSpeed state and the loop state from a Ray checkpoint (fresh state when None).
+
+    A run keeps the SID version it started with: token ids mean nothing across versions.
+    """
     if checkpoint is None:
         return TrainState()
     with checkpoint.as_directory() as path:
+        trained_on = load_meta(os.path.join(path, "model")).sid_version
+        if trained_on != sid_version:
+            raise ValueError(f"this run was trained on SID version {trained_on!r}, not {sid_version!r}: resume "
+                             f"with sid_version={trained_on} or start a new run.name")
         load_path, _ = engine.load_checkpoint(os.path.join(path, DEEPSPEED_DIR))
         if load_path is None:
             raise RuntimeError(f"{path}: DeepSpeed found no checkpoint to load under {DEEPSPEED_DIR}/")

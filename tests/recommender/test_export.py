@@ -26,3 +26,22 @@ def test_exported_model_round_trips_from_a_checkpoint_dir(tmp_path) -> None:
     assert torch.equal(loaded(src, tgt, codes), model(src, tgt, codes))
     with pytest.raises(FileNotFoundError, match="no trained model"):
         load_model(str(tmp_path))
+
+
+def test_resume_refuses_a_different_sid_version(tmp_path) -> None:
+    import contextlib
+
+    from simcit_dist.recommender.trainer import restore
+
+    cfg = ModelConfig(d_model=8, num_heads=1, head_dim=8, ffn_dim=8, num_encoder_layers=1, num_decoder_layers=1)
+    layout = SidLayout((2, 1))
+    meta = ModelMeta(cfg, DataConfig(), layout, "sids", "v1")
+    save_model(resolve(str(tmp_path / "model")), TigerModel(cfg, layout, 20).state_dict(), meta)
+
+    class Checkpoint:
+        @contextlib.contextmanager
+        def as_directory(self):
+            yield str(tmp_path)
+
+    with pytest.raises(ValueError, match="trained on SID version 'v1', not 'v2'"):
+        restore(None, Checkpoint(), "v2")
