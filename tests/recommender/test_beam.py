@@ -147,3 +147,21 @@ def test_never_yields_invalid_sids_even_when_the_model_prefers_them() -> None:
     free = beam_search(model, src, 4, constrained=False)
     assert tuple(free.codes[0, 0].tolist()) == tuple(favoured)  # the check above could fail
     assert math.isfinite(float(free.scores[0, 0]))
+
+
+def test_recommender_returns_items_and_drops_invalid_unconstrained_sids() -> None:
+    from simcit_dist.recommender.catalog import SidCatalog
+    from simcit_dist.recommender.evaluation import Recommender
+
+    layout = SidLayout(SIZES)
+    valid = np.array([[1, 0, 0], [1, 1, 1], [2, 2, 0], [3, 1, 1], [3, 2, 0], [0, 1, 1]])
+    item_ids = np.array([10, 11, 12, 13, 14, 15])
+    catalog = SidCatalog(layout, item_ids, valid)  # item index i has SID valid[i]
+    rec = Recommender(PrefersInvalid(layout, [0, 2, 1]), catalog)
+    hist = np.array([[0, 1, -1], [2, 3, 4]])
+    top = rec.recommend(hist, 4, 4, constrained=True)
+    assert top[:, 0].tolist() == [5, 5]  # (0, 1, 1): the best valid SID through the favoured first code
+    assert all(len(set(row)) == 4 and min(row) >= 0 for row in top.tolist())
+    free = rec.recommend(hist, 4, 4, constrained=False)
+    # The favoured beams decode to SIDs no item has: they are skipped, so fewer than 4 items remain.
+    assert (free == -1).any() and set(free[free >= 0].tolist()) <= set(range(6))
