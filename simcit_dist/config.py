@@ -13,18 +13,27 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simcit_dist.config_loader import ConfigError, apply_overrides, build, load_config, load_yaml, to_dict
+from simcit_dist.data.job_configs import ConvertJobConfig, PrepareJobConfig
+from simcit_dist.data.next_day import NextDayConfig
 from simcit_dist.data.synthetic import SyntheticConfig
+from simcit_dist.recommender.config import EvaluateJobConfig, TrainRecommenderJobConfig
 from simcit_dist.storage import StorageConfig
 from simcit_dist.tokenizer.config import TokenizerConfig
 
 __all__ = [
     "ConfigError",
     "AssignJobConfig",
+    "ConvertJobConfig",
+    "EvaluateJobConfig",
     "GenerateJobConfig",
+    "NextDayConfig",
+    "PipelineConfig",
+    "PrepareJobConfig",
     "RunSection",
     "TokenizerDataConfig",
     "TokenizerJobConfig",
     "TokenizerTrainConfig",
+    "TrainRecommenderJobConfig",
     "StorageConfig",
     "apply_overrides",
     "build",
@@ -184,3 +193,23 @@ class AssignJobConfig:
             raise ValueError(f"actors_max ({self.actors_max}) must be 0 or >= actors ({self.actors})")
         if self.retire_versions < 0:
             raise ValueError(f"retire_versions must be >= 0, got {self.retire_versions}")
+
+
+@dataclass
+class PipelineConfig:
+    """``jobs/pipeline.py`` (``make demo``): every stage end to end under one run directory.
+
+    Paths inside the stage sections are ignored: the pipeline wires each stage's output to the
+    next stage's input under ``run_dir`` (data/, ray/, sids/, tokenizer/, recommender/ ...).
+    """
+
+    run_dir: str = "runs/demo"
+    stages: list[Literal["generate", "prepare", "tokenizer", "assign", "retokenize", "recommender"]] = field(
+        default_factory=lambda: ["generate", "prepare", "tokenizer", "assign", "retokenize", "recommender"])
+    generate: GenerateJobConfig = field(default_factory=GenerateJobConfig)
+    prepare: PrepareJobConfig = field(default_factory=PrepareJobConfig)
+    tokenizer: TokenizerJobConfig = field(default_factory=TokenizerJobConfig)
+    assign: AssignJobConfig = field(default_factory=AssignJobConfig)
+    next_day: NextDayConfig = field(default_factory=NextDayConfig)
+    recommender: TrainRecommenderJobConfig = field(default_factory=TrainRecommenderJobConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from simcit_dist.data.parquet_io import write_table
 from simcit_dist.data.schemas import arrow_to_embeddings, embeddings_to_arrow
-from simcit_dist.data.synthetic import SyntheticConfig, build_tree, item_chunk
+from simcit_dist.data.synthetic import SyntheticConfig, build_tree, item_chunk, pair_chunk
 from simcit_dist.storage import Location, StorageConfig, resolve
 from simcit_dist.tokenizer import RQKMeansConfig, TokenizerConfig, build_tokenizer, save_artifact
 from simcit_dist.tokenizer.inputs import batch_from_arrow
@@ -15,11 +15,21 @@ from simcit_dist.tokenizer.inputs import batch_from_arrow
 SMALL_MODALITIES = {"emb_a": 8, "emb_b": 12}
 
 
+def _small_cfg(num_items: int, seed: int, offset: int) -> SyntheticConfig:
+    return SyntheticConfig(num_items=num_items, modalities=dict(SMALL_MODALITIES), branching=[4, 4],
+                           level_scales=[1.0, 0.4], item_noise=0.3, seed=seed, item_id_offset=offset,
+                           chunk_items=num_items)
+
+
 def small_catalog(num_items: int = 3000, seed: int = 0, offset: int = 1000) -> pa.Table:
-    cfg = SyntheticConfig(num_items=num_items, modalities=dict(SMALL_MODALITIES), branching=[4, 4],
-                          level_scales=[1.0, 0.4], item_noise=0.3, seed=seed, item_id_offset=offset,
-                          chunk_items=num_items)
+    cfg = _small_cfg(num_items, seed, offset)
     return item_chunk(cfg, build_tree(cfg), 0)
+
+
+def small_pairs(num_items: int = 3000, seed: int = 0, offset: int = 1000) -> pa.Table:
+    """Co-occurrence pairs of :func:`small_catalog` (same leaf / sibling leaf)."""
+    cfg = _small_cfg(num_items, seed, offset)
+    return pair_chunk(cfg, build_tree(cfg), 0)
 
 
 def write_catalog(table: pa.Table, uri: str, storage: StorageConfig | None = None, files: int = 3) -> Location:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from simcit_dist.distributed.tokenizer_worker import TokenizerPlan, train_loop_p
 from simcit_dist.storage import Location, exists, read_json, resolve
 
 log = logging.getLogger(__name__)
+FAIL_ENV = "SIMCIT_FAIL_AT_STEP"  # fault injection for tests: the first attempt's rank 1 raises at this step
 
 
 @dataclass
@@ -101,7 +103,7 @@ def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"plan": plan},
+        train_loop_config={"plan": plan, "fail_at_step": int(os.environ.get(FAIL_ENV, "0"))},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
         run_config=_run_config(cfg),

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from simcit_dist.config import TokenizerJobConfig
+from simcit_dist.distributed.codebook_health import synced_dead_code_reset
 from simcit_dist.distributed.gather import AllGatherWithGrad, all_reduce_mean
 from simcit_dist.distributed.lr_schedule import build_scheduler
 from simcit_dist.distributed.tokenizer_data import TokenizerCollate
@@ -83,14 +84,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     first = next(batches, None)
     if first is None:
         raise RuntimeError("the training shard yielded no full batch; lower train.batch_size")
-    baseline: dict[str, float] = {}
     if checkpoint is None:
         _init_codebooks(tokenizer, first[2], rank)
         if rank == 0:  # the untrained (initialised) tokenizer: the "before" of the end-of-run metrics
             from simcit_dist.distributed.tokenizer_eval import evaluate_holdout
 
             tokenizer.eval()
-            baseline = {k.replace("holdout/", "holdout_untrained/"): v for k, v in
+            state.baseline = {k.replace("holdout/", "holdout_untrained/"): v for k, v in
                         evaluate_holdout(tokenizer, ray.train.get_dataset_shard("holdout"), plan, device)[0].items()
                         if k.startswith("holdout/")}
             tokenizer.train()
@@ -99,8 +99,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     gather = AllGatherWithGrad() if world > 1 else None
     loop = _Loop(plan, model, tokenizer, optimizer, scheduler, state, gather, device, world)
+    if checkpoint is None and config.get("fail_at_step"):  # tests: a worker dies mid-run, once
+        loop.fail_at = (int(config["fail_at_step"]), min(1, world - 1))
     loop.run(_chain(first, batches))
-    _finish(plan, tokenizer, state, rank, device, baseline)
+    _finish(plan, tokenizer, state, rank, device)
 
 
 def _batches(shard: Any, plan: TokenizerPlan, state: TrainState,
@@ -153,6 +155,7 @@ class _Loop:
         self.window_steps = 0
         self.run_start = time.perf_counter()
         self.start_step = state.step
+        self.fail_at: tuple[int, int] | None = None  # (step, rank) that raises (fault injection)
 
     def run(self, batches: Iterator[tuple[int, int, dict[str, Tensor]]]) -> None:
         tcfg = self.plan.cfg.train
@@ -160,6 +163,8 @@ class _Loop:
         for epoch, index, batch in batches:
             if self.state.step >= self.plan.total_steps:
                 break
+            if self.fail_at is not None and (self.state.step, self.rank) == self.fail_at:
+                raise RuntimeError(f"injected worker failure at step {self.state.step} on rank {self.rank}")
             metrics = self._step(batch)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -195,9 +200,19 @@ class _Loop:
         else:
             self.optimizer.step()
         self.scheduler.step()
+        self._maybe_reset_dead_codes(batch, metrics)
         metrics["loss"] = float(loss.detach())
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
+
+    def _maybe_reset_dead_codes(self, batch: dict[str, Tensor], metrics: dict[str, float]) -> None:
+        """Every ``dead_code_every`` steps (when the config asks): see :mod:`.codebook_health`."""
+        cfg = getattr(self.tokenizer, "cfg", None)
+        every = int(getattr(cfg, "dead_code_every", 0)) if getattr(cfg, "dead_code_reset", False) else 0
+        step = self.state.step + 1  # this step's number once counted
+        if every and step % every == 0 and step < self.plan.total_steps:
+            seed = int(getattr(cfg, "seed", 0)) + step
+            metrics["dead_codes_reset"] = float(synced_dead_code_reset(self.tokenizer, batch, seed, self.device))
 
     def _report(self, averaged: dict[str, float], checkpoint: bool) -> None:
         metrics = all_reduce_mean(averaged, self.device) if averaged else {}
@@ -238,10 +253,12 @@ def _fmt_eta(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _finish(plan: TokenizerPlan, tokenizer: nn.Module, state: TrainState, rank: int, device: torch.device,
-            baseline: dict[str, float]) -> None:
+def _finish(plan: TokenizerPlan, tokenizer: nn.Module, state: TrainState, rank: int, device: torch.device) -> None:
     """Rank 0 scores the held-back sample and writes the tokenizer artifact; all ranks report last."""
-    final: dict[str, float] = {"step": float(state.step), **baseline}
+    final: dict[str, float] = {"step": float(state.step), "restores": float(len(state.resumed_from)),
+                               **state.baseline}
+    if state.resumed_from:
+        final["resumed_from_step"] = float(state.resumed_from[-1])
     if rank == 0:
         from simcit_dist.distributed.tokenizer_eval import evaluate_holdout, write_outputs
 

@@ -23,6 +23,8 @@ class TrainState:
     epoch: int = 0
     step_in_epoch: int = 0  # batches of ``epoch`` already consumed
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)  # the step of every restore, in order
+    baseline: dict[str, float] = field(default_factory=dict)  # metrics of the untrained model (step 0)
 
 
 def save_state(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -47,4 +49,6 @@ def load_state(directory: str, model: nn.Module, optimizer: torch.optim.Optimize
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
-    return TrainState(**payload["state"])
+    state = TrainState(**payload["state"])
+    state.resumed_from.append(state.step)
+    return state

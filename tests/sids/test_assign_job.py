@@ -154,7 +154,7 @@ def test_capacity_mode_reduces_suffixes(tmp_path, ray_local) -> None:
     day1 = small_catalog(N)
     write_catalog(day1, str(tmp_path / "catalog"))
     rqkmeans_artifact(day1, str(tmp_path / "tok"), codebook_size=16)
-    plain = run_assignment(_cfg(str(tmp_path), output=str(tmp_path / "plain")))
+    run_assignment(_cfg(str(tmp_path), output=str(tmp_path / "plain")))
     capped = run_assignment(_cfg(str(tmp_path), output=str(tmp_path / "capped"), collision="capacity", capacity=2,
                                  capacity_candidates=8))
     moved = capped.manifest["counts"]["reassigned_by_capacity"]
