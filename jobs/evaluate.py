@@ -1,11 +1,10 @@
 """Evaluate a trained recommender (exported model dir or training checkpoint) on validation/test:
 constrained beam search over the SID table, item-level Recall/NDCG@K, on a pool of Ray actors.
 
-    python jobs/evaluate.py model=runs/recommender/demo/model output=runs/recommender/demo/eval eval.beam_size=100
-    python jobs/evaluate.py --config my_eval.yaml      (any YAML with EvaluateJobConfig's keys)
+    python jobs/evaluate.py --config conf/evaluate.yaml [model=runs/demo/recommender/model eval.beam_size=100]
 
-Defaults are EvaluateJobConfig's (the demo run's paths). Writes <output>/metrics.json; the split
-protocol and SID version default to the ones the model was trained with.
+Writes <output>/metrics.json; the split protocol and SID version default to the ones the model
+was trained with.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ CONFIG_CLASS = EvaluateJobConfig
 
 
 def main() -> None:
-    cfg, args = parse(__doc__ or "", EvaluateJobConfig)
+    cfg, args = parse(__doc__ or "", EvaluateJobConfig, "conf/evaluate.yaml")
     init_ray(args.num_cpus)
     report = evaluate_trained(cfg.model, cfg.interactions, cfg.sid_root, cfg.output, cfg.eval, cfg.storage,
                               cfg.splits, cfg.data, cfg.sid_version, cfg.sequences)

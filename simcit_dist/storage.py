@@ -212,6 +212,8 @@ def make_dir(loc: Location) -> None:
 
 
 def copy_file(src: Location, dst: Location) -> None:
+    if not dst.is_s3:
+        dst.fs.create_dir(posixpath.dirname(dst.path), recursive=True)
     pafs.copy_files(src.path, dst.path, source_filesystem=src.fs, destination_filesystem=dst.fs)
 
 
