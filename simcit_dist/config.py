@@ -23,6 +23,7 @@ from simcit_dist.tokenizer.config import TokenizerConfig
 __all__ = [
     "ConfigError",
     "AssignJobConfig",
+    "CompareJobConfig",
     "ConvertJobConfig",
     "EvaluateJobConfig",
     "GenerateJobConfig",
@@ -213,3 +214,36 @@ class PipelineConfig:
     next_day: NextDayConfig = field(default_factory=NextDayConfig)
     recommender: TrainRecommenderJobConfig = field(default_factory=TrainRecommenderJobConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+
+
+@dataclass
+class CompareJobConfig:
+    """``jobs/compare_tokenizers.py``: the same recommender on SIDs from several tokenizers.
+
+    Every tokenizer in ``tokenizers`` is trained with ``train`` on the same catalog (and pairs),
+    its SIDs assigned with ``assign``'s knobs, and the recommender trained and evaluated with the
+    same settings and seeds; ``external`` adds SID tables made elsewhere (LETTER-style JSON index
+    files ``{"<item>": ["<a_12>", "<b_3>", ...]}``, item keys = catalog item ids).
+    """
+
+    catalog: str = "runs/demo/data/prepared/catalog"
+    pairs: str | None = "runs/demo/data/prepared/pairs"
+    interactions: str = "runs/demo/data/prepared/interactions"
+    output: str = "runs/compare/demo"
+    tokenizers: dict[str, TokenizerConfig] = field(default_factory=lambda: {
+        "simcit": TokenizerConfig(kind="simcit"), "rqvae": TokenizerConfig(kind="rqvae"),
+        "rqkmeans": TokenizerConfig(kind="rqkmeans")})
+    external: dict[str, str] = field(default_factory=dict)  # name -> JSON index file
+    data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)  # paths ignored
+    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+    assign: AssignJobConfig = field(default_factory=AssignJobConfig)  # paths ignored
+    recommender: TrainRecommenderJobConfig = field(default_factory=TrainRecommenderJobConfig)  # paths ignored
+    title: str = "Tokenizer comparison"
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def __post_init__(self) -> None:
+        if not self.tokenizers and not self.external:
+            raise ValueError("compare needs at least one entry in tokenizers or external")
+        clash = set(self.tokenizers) & set(self.external)
+        if clash:
+            raise ValueError(f"names used both as tokenizer and external table: {sorted(clash)}")

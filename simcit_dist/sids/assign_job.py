@@ -32,6 +32,7 @@ from simcit_dist.data.schemas import ITEM_ID, check_catalog_schema
 from simcit_dist.sids import publish as pub
 from simcit_dist.sids.encode import EncodeActor
 from simcit_dist.sids.exchange import ExchangeSink, read_partition, write_partitions
+from simcit_dist.sids.export import export_algr, write_vocab
 from simcit_dist.sids.quality import catalog_metrics, usage_drift
 from simcit_dist.sids.resolve import (
     RETIRED,
@@ -139,6 +140,10 @@ def run_assignment(cfg: AssignJobConfig) -> AssignResult:
         stats = _stage_b(ctx, scratch.child("b"))
         timings["stage_b_s"] = time.time() - t
         manifest = _manifest(ctx, diff, stats, timings, time.time() - start)
+        vdir = version_dir(ctx.root, ctx.version)
+        write_vocab(vdir, ctx.levels, ctx.codebook_size, stats.max_suffix, ctx.artifact)
+        if cfg.export_algr:
+            manifest["exports"] = {"algr": export_algr(vdir, ctx.levels, ctx.codebook_size).uri}
         pub.publish(ctx.root, ctx.version, manifest)
     finally:
         delete_dir(scratch)

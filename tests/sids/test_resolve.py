@@ -183,3 +183,29 @@ def test_capacity_reassignment_moves_overflow_to_nearest_free_code() -> None:
     # item 0 keeps code 1; item 3 keeps code 2 (it is first there by order); item 1 -> 3; item 2 has no room
     assert got[0] == (1, 0) and got[3] == (2, 0) and got[1] == (3, 0)
     assert got[2] == (1, 1) and stats.reassigned_by_capacity == 1
+
+
+def test_algr_tokens_and_vocab() -> None:
+    from simcit_dist.sids.export import algr_tokens, vocab
+
+    assert algr_tokens(np.array([[3, 0, 8191], [0, 5, 2]]), 8192) == ["C3C8192C24575", "C0C8197C16386"]
+    v = vocab(levels=3, codebook_size=8, max_suffix=2)
+    assert v["position_offsets"] == [2, 10, 18, 26] and v["vocab_size"] == 29
+
+
+def test_letter_index_import_roundtrip(tmp_path) -> None:
+    import json
+
+    from simcit_dist.sids.external import export_letter_index, import_letter_index
+    from simcit_dist.sids.table import SIDTableError, read_sid_table
+
+    index = {"0": ["<a_1>", "<b_2>", "<c_3>"], "1": ["<a_1>", "<b_2>", "<c_3>"], "7": ["<a_0>", "<b_0>", "<c_9>"]}
+    path = tmp_path / "index.json"
+    path.write_text(json.dumps(index))
+    manifest = import_letter_index(str(path), str(tmp_path / "sids"))
+    table, _ = read_sid_table(str(tmp_path / "sids"))
+    assert table.column("suffix").to_pylist() == [0, 1, 0] and manifest["metrics"]["collision_rate"] == 2 / 3
+    assert export_letter_index(table, 3) == index
+    path.write_text(json.dumps({"0": ["<a_1>", "<c_2>"]}))
+    with pytest.raises(SIDTableError, match=r"item 0: token 1 is '<c_2>', expected '<b_N>'"):
+        import_letter_index(str(path), str(tmp_path / "other"))

@@ -1,0 +1,25 @@
+"""Compare tokenizers in the recommender: SimCIT, RQ-VAE, RQ-KMeans (and external SID tables, e.g.
+LETTER-style JSON index files) on the same data, recommender settings and seeds; one table + plot.
+
+    python jobs/compare_tokenizers.py --config conf/compare_synthetic.yaml
+    python jobs/compare_tokenizers.py --config conf/compare_beauty.yaml external.letter=path/to/Beauty.index.json
+"""
+
+from __future__ import annotations
+
+from _common import init_ray, parse, run_main
+
+from simcit_dist.compare import run_comparison, write_comparison
+from simcit_dist.config import CompareJobConfig
+
+CONFIG_CLASS = CompareJobConfig
+
+
+def main() -> None:
+    cfg, args = parse(__doc__ or "", CompareJobConfig, "conf/compare_synthetic.yaml")
+    init_ray(args.num_cpus)
+    print(write_comparison(cfg, run_comparison(cfg)))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,106 @@
+"""Compare tokenizers where it matters: the same recommender, data, settings and seeds on SIDs
+from each tokenizer (and from SID tables made elsewhere), in one table and one plot.
+
+For every entry: train the tokenizer (SimCIT also gets the co-occurrence pairs as its
+behavioural view; the baselines do not use them), assign SIDs to the whole catalog, train and
+evaluate the recommender at the item level. Each stage resumes/reuses what a previous run left,
+so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from simcit_dist.config import CompareJobConfig, RunSection, TokenizerJobConfig
+from simcit_dist.report import markdown, plots
+from simcit_dist.storage import resolve, write_bytes, write_text
+
+log = logging.getLogger(__name__)
+METRIC_KS = (5, 10, 20)
+
+
+def _tokenizer_sids(cfg: CompareJobConfig, name: str, out: str) -> dict[str, Any]:
+    from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
+    from simcit_dist.report.tokenizer_report import write_tokenizer_report
+    from simcit_dist.sids.assign_job import run_assignment
+
+    tok = cfg.tokenizers[name]
+    data = dataclasses.replace(cfg.data, catalog=cfg.catalog, pairs=cfg.pairs if tok.kind == "simcit" else None,
+                               pair_views=f"{cfg.output}/pair_views")
+    job = TokenizerJobConfig(data=data, tokenizer=tok, train=cfg.train,
+                             run=RunSection(storage_path=f"{cfg.output}/ray", name=f"tokenizer-{name}",
+                                            run_dir=f"{out}/tokenizer"), storage=cfg.storage)
+    result = run_tokenizer_training(job)
+    write_tokenizer_report(result, job.run.run_dir, f"Tokenizer {name} ({tok.kind})")
+    assign = dataclasses.replace(cfg.assign, catalog=cfg.catalog, tokenizer=result.artifact_uri, output=f"{out}/sids",
+                                 previous=None, run_dir=f"{out}/assign", storage=cfg.storage)
+    return run_assignment(assign).manifest
+
+
+def _entry(cfg: CompareJobConfig, name: str) -> dict[str, Any]:
+    from simcit_dist.recommender.pipeline import train_and_evaluate
+    from simcit_dist.sids.external import import_letter_index
+
+    out = f"{cfg.output}/{name}"
+    if name in cfg.external:
+        manifest = import_letter_index(cfg.external[name], f"{out}/sids", cfg.storage, cfg.assign.max_suffix)
+        kind = "external"
+    else:
+        manifest = _tokenizer_sids(cfg, name, out)
+        kind = cfg.tokenizers[name].kind
+    rc = cfg.recommender
+    run = dataclasses.replace(rc.run, storage_path=f"{cfg.output}/ray", name=f"recommender-{name}")
+    report = train_and_evaluate(cfg.interactions, f"{out}/sids", rc.recommender(), f"{out}/recommender", run,
+                                cfg.storage)
+    return _row(name, kind, manifest, report)
+
+
+def _row(name: str, kind: str, manifest: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    test = report["test"]
+    m = manifest.get("metrics", {})
+    ppl = [v for k, v in m.items() if k.startswith("perplexity_l")]
+    row: dict[str, Any] = {"tokenizer": name, "kind": kind}
+    for k in METRIC_KS:
+        row[f"Recall@{k}"] = test.get(f"recall@{k}", float("nan"))
+        row[f"NDCG@{k}"] = test.get(f"ndcg@{k}", float("nan"))
+    row.update({"collision": m.get("collision_rate", float("nan")), "Gini": m.get("gini", float("nan")),
+                "perplexity (mean/level)": float(np.mean(ppl)) if ppl else float("nan"),
+                "max suffix": manifest.get("max_suffix"), "test users": test.get("count")})
+    row["_popular"] = {f"Recall@{k}": test.get(f"popular/recall@{k}") for k in METRIC_KS} | {
+        f"NDCG@{k}": test.get(f"popular/ndcg@{k}") for k in METRIC_KS}
+    return row
+
+
+def run_comparison(cfg: CompareJobConfig) -> list[dict[str, Any]]:
+    """Run every entry; write ``comparison.{md,json,png}`` under ``cfg.output``; returns the rows."""
+    names = [*cfg.tokenizers, *cfg.external]
+    rows = []
+    for name in names:
+        log.info("=== comparison entry %s ===", name)
+        rows.append(_entry(cfg, name))
+        write_comparison(cfg, rows)  # partial results survive a failure in a later entry
+    return rows
+
+
+def write_comparison(cfg: CompareJobConfig, rows: list[dict[str, Any]]) -> str:
+    popular = {"tokenizer": "most popular", "kind": "baseline", **rows[0]["_popular"]} if rows else {}
+    table_rows = [{k: v for k, v in r.items() if k != "_popular"} for r in rows] + ([popular] if popular else [])
+    columns = ["tokenizer", "kind", *[f"{m}@{k}" for m in ("Recall", "NDCG") for k in METRIC_KS], "collision",
+               "Gini", "perplexity (mean/level)", "max suffix", "test users"]
+    text = f"## {cfg.title}\n\n" + markdown.table(table_rows, columns)
+    out = resolve(cfg.output, cfg.storage)
+    write_text(out.child("comparison.md"), text + "\n" + markdown.image("comparison.png", "test Recall@K"))
+    write_bytes(out.child("comparison.json"), json.dumps(table_rows, indent=2, default=float).encode())
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plots.grouped_bars([r["tokenizer"] for r in table_rows],
+                                 {f"Recall@{k}": [float(r.get(f"Recall@{k}") or 0) for r in table_rows]
+                                  for k in METRIC_KS}, f"{tmp}/comparison.png", cfg.title, "test Recall@K (item level)")
+        with open(png, "rb") as f:
+            write_bytes(out.child("comparison.png"), f.read())
+    return text
