@@ -30,5 +30,8 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(PY) bench/run_all.py --smoke
 
+e2e-10m: $(STAMP)
+	$(PY) bench/e2e_10m.py
+
 clean-runs:
 	rm -rf runs

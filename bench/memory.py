@@ -33,14 +33,17 @@ MiB = 1024 * 1024
 @dataclass
 class ProcessPeak:
     pid: int
-    name: str
+    name: str  # what the process was running when its RSS was highest among the samples
     peak_rss: int = 0  # bytes: max of sampled VmRSS and the kernel's VmHWM
+    peak_sampled_rss: int = 0  # bytes: max of sampled VmRSS only
     peak_anon: int = 0  # bytes: sampled RssAnon (private memory)
     peak_shmem: int = 0  # bytes: sampled RssShmem (shared memory, e.g. the object store)
     samples: int = 0
+    tasks: list[str] = field(default_factory=list)  # every task/actor name seen (a pooled worker runs many)
 
     def update(self, mem: dict[str, int], kernel_peak: bool = True) -> None:
         self.peak_rss = max(self.peak_rss, mem["rss"], mem.get("hwm", 0) if kernel_peak else 0)
+        self.peak_sampled_rss = max(self.peak_sampled_rss, mem["rss"])
         self.peak_anon = max(self.peak_anon, mem.get("anon", 0))
         self.peak_shmem = max(self.peak_shmem, mem.get("shmem", 0))
         self.samples += 1
@@ -173,8 +176,10 @@ class MemoryMonitor:
             peak = self._workers.get(key)
             if peak is None:
                 peak = self._workers[key] = ProcessPeak(pid, name)
-            if mem["rss"] >= peak.peak_rss:  # a pooled worker runs many tasks: name the one at its peak
+            if mem["rss"] >= peak.peak_sampled_rss:
                 peak.name = name
+            if name not in peak.tasks and name != "ray::IDLE" and len(peak.tasks) < 20:
+                peak.tasks.append(name)
             peak.update(mem, self.kernel_peak)
 
     def _worker_pids(self) -> list[tuple[int, float, str]]:

@@ -1,0 +1,240 @@
+"""SID assignment: the job vs a bare Ray Data read of the same files vs a single-process encode loop,
+and the cost per item of collision resolution and nightly re-tokenization as the catalog grows.
+
+- bare read: ``read_dataset(catalog).iter_batches`` drained in the driver at the job's encode
+  batch size (before and after the job, averaged);
+- job: ``run_assignment`` end to end (encode actor pool, two hash exchanges through storage,
+  metrics, publish); its stage times come from the job's own log line;
+- single-process loop: ``encode_table`` over the Parquet files' batches in this process, with all
+  of the machine's cores as torch threads;
+- resolution: the job's per-partition logic (``classify_partition`` + ``assign_partition`` and
+  the in-memory splits of both exchanges) on synthetic encoder output, in one process, at two
+  catalog sizes with a fixed partition count: a full assignment and a nightly re-tokenization
+  (2 % removed, 3 % changed, 3 % added). Linear scaling = equal cost per item.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from bench.common import (
+    ALGR_MODALITIES,
+    BenchContext,
+    BenchResult,
+    algr_like,
+    captured_logs,
+    initialised_simcit,
+    module_main,
+    ratio,
+    synthetic_dataset,
+    torch_threads,
+)
+
+NAME = "assign"
+TITLE = "SID assignment throughput and collision-resolution / re-tokenization cost vs catalog size"
+FIGURES = [
+    "read_items_per_s", "job_items_per_s", "job_vs_read", "encode_stage_items_per_s",
+    "single_process_items_per_s", "job_vs_single_process",
+    "resolve_us_per_item_small", "resolve_us_per_item_large", "resolve_scaling",
+    "retokenize_us_per_item_small", "retokenize_us_per_item_large", "retokenize_scaling",
+]
+LEVELS, CODEBOOK = 3, 256
+MAX_SUFFIX = 4095  # the untrained (k-means initialised) tokenizer collides more than a trained one
+
+
+def run(ctx: BenchContext) -> BenchResult:
+    res = BenchResult()
+    num_items = ctx.pick(20_000, 1_000_000)
+    data = synthetic_dataset(ctx.data / f"algr-{num_items}", algr_like(num_items))
+    catalog = data / "catalog"
+    artifact = initialised_simcit(catalog, ctx.work / "tokenizer")
+    cfg = assign_config(ctx, str(catalog), artifact)
+    res.details["setup"] = {"num_items": num_items, "modalities": ALGR_MODALITIES, "num_partitions": cfg.num_partitions,
+                            "actors": cfg.actors, "encode_batch_size": cfg.encode_batch_size,
+                            "tokenizer": "SimCITConfig() defaults, k-means initialised (untrained)"}
+
+    before = bare_read(str(catalog), cfg.encode_batch_size)
+    job = assignment_job(cfg)
+    after = bare_read(str(catalog), cfg.encode_batch_size)
+    read = 0.5 * (before + after)
+    single = single_process_encode(catalog, artifact, cfg.encode_batch_size, ctx.pick(20_000, 200_000))
+    res.details.update(read={"before": before, "after": after}, job=job, single_process=single)
+    res.add("read_items_per_s", read, "items/s", note="Ray Data read drained in the driver")
+    res.add("job_items_per_s", job["items_per_s"], "items/s", note="whole job: encode, 2 exchanges, metrics, publish")
+    res.add("job_vs_read", ratio(job["items_per_s"], read), "x", (">=", 0.8))
+    res.add("encode_stage_items_per_s", job["encode_items_per_s"], "items/s", note="read + encode + exchange A write")
+    res.add("single_process_items_per_s", single["items_per_s"], "items/s",
+            note=f"encode_table loop, {single['threads']} torch threads")
+    res.add("job_vs_single_process", ratio(job["items_per_s"], single["items_per_s"]), "x")
+
+    sizes = ctx.pick((50_000, 200_000), (1_000_000, 4_000_000))
+    partitions = ctx.pick(8, 64)
+    costs = {n: resolution_costs(n, partitions) for n in sizes}
+    res.details["resolution"] = {"partitions": partitions, "sizes": {str(n): c for n, c in costs.items()}}
+    small, large = (costs[n] for n in sizes)
+    label = f"{sizes[0]:,} items"
+    res.add("resolve_us_per_item_small", small["assign_us_per_item"], "us/item", note=label)
+    res.add("resolve_us_per_item_large", large["assign_us_per_item"], "us/item", note=f"{sizes[1]:,} items")
+    res.add("resolve_scaling", ratio(large["assign_us_per_item"], small["assign_us_per_item"]), "x", ("<=", 1.3),
+            note=f"per-item cost at {sizes[1] // sizes[0]}x the items (1 = linear)")
+    res.add("retokenize_us_per_item_small", small["nightly_us_per_item"], "us/item", note=label)
+    res.add("retokenize_us_per_item_large", large["nightly_us_per_item"], "us/item", note=f"{sizes[1]:,} items")
+    res.add("retokenize_scaling", ratio(large["nightly_us_per_item"], small["nightly_us_per_item"]), "x",
+            ("<=", 1.3), note=f"per-item cost at {sizes[1] // sizes[0]}x the items (1 = linear)")
+    return res
+
+
+def assign_config(ctx: BenchContext, catalog: str, artifact: str, **overrides: Any) -> Any:
+    from simcit_dist.config import AssignJobConfig
+
+    base: dict[str, Any] = dict(catalog=catalog, tokenizer=artifact,
+                                output=str(ctx.work / f"sids-{uuid.uuid4().hex[:6]}"),
+                                num_partitions=ctx.pick(8, 64), actors=2, encode_batch_size=4096,
+                                hit_rate_sample=ctx.pick(500, 5000), max_suffix=MAX_SUFFIX,
+                                run_dir=str(ctx.work / "assign-report"))
+    base.update(overrides)
+    return AssignJobConfig(**base)
+
+
+def bare_read(catalog: str, batch_size: int, storage: Any = None) -> float:
+    from simcit_dist.data.parquet_io import read_dataset
+    from simcit_dist.data.schemas import ITEM_ID
+
+    start = time.perf_counter()
+    rows = 0
+    ds = read_dataset(catalog, storage, columns=[ITEM_ID, *ALGR_MODALITIES])
+    for b in ds.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+        rows += b.num_rows
+    return rows / (time.perf_counter() - start)
+
+
+def assignment_job(cfg: Any) -> dict[str, Any]:
+    """Run the job; returns wall time, items/s and the stage times it logs."""
+    from simcit_dist.sids.assign_job import run_assignment
+
+    with captured_logs("simcit_dist.sids.assign_job") as records:
+        t = time.perf_counter()
+        result = run_assignment(cfg)
+        wall = time.perf_counter() - t
+    items = int(result.manifest["counts"]["items"])
+    timings = stage_timings(records)
+    return {"items": items, "wall_s": wall, "items_per_s": items / wall, "timings": timings,
+            "encode_items_per_s": items / timings["encode_s"] if timings.get("encode_s") else math.nan,
+            "version": result.version, "manifest_metrics": result.manifest.get("metrics", {}),
+            "diff": result.manifest.get("diff", {}), "max_suffix": result.manifest.get("max_suffix")}
+
+
+def stage_timings(records: list[Any]) -> dict[str, float]:
+    """The ``timings`` dict of the job's summary log line (encode_s, stage_a_s, stage_b_s); {} if absent."""
+    for r in records:
+        if isinstance(r.msg, str) and r.msg.startswith("assignment %s") and isinstance(r.args, tuple):
+            found = [a for a in r.args if isinstance(a, dict)]
+            if found:
+                return {k: float(v) for k, v in found[0].items()}
+    return {}
+
+
+def single_process_encode(catalog: Path, artifact: str, batch_size: int, max_items: int) -> dict[str, Any]:
+    from simcit_dist.data.parquet_io import iter_file_batches
+    from simcit_dist.data.schemas import ITEM_ID
+    from simcit_dist.sids.encode import encode_table
+    from simcit_dist.storage import resolve
+    from simcit_dist.tokenizer import load_artifact
+
+    threads = os.cpu_count() or 1
+    tokenizer, _, _ = load_artifact(resolve(artifact))
+    columns = [ITEM_ID, *ALGR_MODALITIES]
+    items = 0
+    with torch_threads(threads):
+        start = time.perf_counter()
+        for f in sorted(catalog.glob("*.parquet")):
+            for _, batch in iter_file_batches(resolve(str(f)), columns, batch_size):
+                encode_table(tokenizer, pa.Table.from_batches([batch]), list(ALGR_MODALITIES))
+                items += batch.num_rows
+            if items >= max_items:
+                break
+        seconds = time.perf_counter() - start
+    return {"threads": threads, "items": items, "seconds": seconds, "items_per_s": items / seconds}
+
+
+# ---- collision resolution and re-tokenization logic ---------------------------------------------
+
+
+def encoded_rows(item_ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Encoder output shaped like a trained 3 x 256 tokenizer's: skewed code usage, so code tuples collide."""
+    n = len(item_ids)
+    weights = 1.0 / (np.arange(CODEBOOK) + 10.0)
+    weights /= weights.sum()
+    codes = [rng.choice(CODEBOOK, size=n, p=weights).astype(np.int32) for _ in range(LEVELS)]
+    return {"item_id": item_ids.astype(np.int64), "c1": codes[0], "c2": codes[1], "c3": codes[2],
+            "dist": rng.random(n, dtype=np.float32), "emb_hash": rng.integers(-2**62, 2**62, size=n)}
+
+
+def next_day(day1: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """2 % removed, 3 % changed (half of them move to new codes), 3 % new items."""
+    n = len(day1["item_id"])
+    u = rng.random(n)
+    keep = u >= 0.02
+    changed = keep & (u < 0.05)
+    moved = changed & (rng.random(n) < 0.5)
+    out = {k: v.copy() for k, v in day1.items()}
+    out["emb_hash"][changed] = rng.integers(-2**62, 2**62, size=int(changed.sum()))
+    fresh = encoded_rows(np.arange(int(moved.sum())), rng)
+    for c in ("c1", "c2", "c3"):
+        out[c][moved] = fresh[c]
+    added = encoded_rows(day1["item_id"].max() + 1 + np.arange(int(0.03 * n)), rng)
+    return {k: np.concatenate([out[k][keep], added[k]]) for k in out}
+
+
+def _exchange(tables: list[pa.Table], key: list[str], partitions: int) -> list[pa.Table | None]:
+    """The in-memory equivalent of the job's storage exchange: split every table by key hash, regroup."""
+    from simcit_dist.sids.exchange import split_by_partition
+
+    parts: list[list[pa.Table]] = [[] for _ in range(partitions)]
+    for t in tables:
+        for p, rows in split_by_partition(t, key, partitions):
+            parts[p].append(rows)
+    return [pa.concat_tables(p) if p else None for p in parts]
+
+
+def resolve_catalog(current: pa.Table, previous: pa.Table | None, partitions: int, seq: int
+                    ) -> tuple[pa.Table, float, float]:
+    """Stage A then stage B over all partitions: (live SID table, stage A s, stage B s)."""
+    from simcit_dist.sids.resolve import assign_partition, classify_partition
+    from simcit_dist.sids.table import code_columns
+
+    t = time.perf_counter()
+    cur_parts = _exchange([current], ["item_id"], partitions)
+    prev_parts = _exchange([previous], ["item_id"], partitions) if previous is not None else [None] * partitions
+    to_b = [classify_partition(c, p, LEVELS, previous is not None, seq)[0] for c, p in zip(cur_parts, prev_parts)]
+    b_parts = _exchange(to_b, code_columns(LEVELS), partitions)
+    stage_a = time.perf_counter() - t
+    t = time.perf_counter()
+    live = [assign_partition(rows, LEVELS, MAX_SUFFIX, 0, 7, seq, CODEBOOK)[0] for rows in b_parts if rows is not None]
+    stage_b = time.perf_counter() - t
+    return pa.concat_tables(live), stage_a, stage_b
+
+
+def resolution_costs(num_items: int, partitions: int) -> dict[str, float]:
+    rng = np.random.default_rng(num_items)
+    day1 = pa.table(encoded_rows(np.arange(num_items, dtype=np.int64) + 1000, rng))
+    live, a1, b1 = resolve_catalog(day1, None, partitions, seq=1)
+    previous = live.select(["item_id", "c1", "c2", "c3", "suffix", "emb_hash"])
+    day2 = pa.table(next_day({k: day1.column(k).to_numpy() for k in day1.column_names}, rng))
+    _, a2, b2 = resolve_catalog(day2, previous, partitions, seq=2)
+    return {"items": num_items, "assign_stage_a_s": a1, "assign_stage_b_s": b1,
+            "assign_us_per_item": 1e6 * (a1 + b1) / num_items, "nightly_items": day2.num_rows,
+            "nightly_stage_a_s": a2, "nightly_stage_b_s": b2,
+            "nightly_us_per_item": 1e6 * (a2 + b2) / day2.num_rows}
+
+
+if __name__ == "__main__":
+    module_main(NAME, TITLE, FIGURES, run)

@@ -1,0 +1,80 @@
+"""The benchmark harness in smoke mode: every module runs, and writes strict JSON with all its figures."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import run_all
+
+REPO = Path(__file__).resolve().parents[2]
+MACHINE_KEYS = {"cpu_count", "torch_threads", "ray_version", "date", "smoke", "load_avg_1m"}
+FIGURE_KEYS = {"name", "value", "unit", "target", "passed", "note"}
+
+
+def _strict(text: str) -> dict:
+    def reject(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.mark.slow
+def test_smoke_suite_writes_every_figure(tmp_path: Path) -> None:
+    readme_before = (REPO / "README.md").read_text()
+    results = tmp_path / "results"
+    start = time.time()
+    proc = subprocess.run([sys.executable, "bench/run_all.py", "--smoke", "--results", str(results),
+                           "--work", str(tmp_path / "work"), "--data", str(tmp_path / "data")],
+                          cwd=REPO, capture_output=True, text=True, timeout=1500)
+    seconds = time.time() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in run_all.MODULES:
+        module = importlib.import_module(f"bench.bench_{name}")
+        result = _strict((results / f"{name}.json").read_text())
+        assert result["name"] == name and result["error"] is None
+        assert MACHINE_KEYS <= set(result["machine"]) and result["machine"]["smoke"] is True
+        assert result["machine"]["cpu_count"] >= 1
+        figures = result["figures"]
+        assert [f["name"] for f in figures] == module.FIGURES
+        for f in figures:
+            assert set(f) == FIGURE_KEYS
+            assert f["value"] is not None and math.isfinite(f["value"]), f"{name}.{f['name']} was not measured"
+            assert (f["passed"] is None) == (not f["target"]), f
+    summary = (results / "summary.md").read_text()
+    assert all(f"`{results}/{m}.json`" in summary for m in run_all.MODULES)
+    assert (REPO / "README.md").read_text() == readme_before  # smoke runs never touch the README
+    print(f"smoke suite: {seconds:.0f} s")
+
+
+def test_readme_block_is_appended_once_then_replaced(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n\nIntro.\n")
+    run_all.update_readme("first table\n", readme)
+    text = readme.read_text()
+    assert text.startswith("# Project\n\nIntro.\n\n## Benchmarks\n") and "first table" in text
+    readme.write_text(text + "\n## After\n\nkept\n")
+    run_all.update_readme("second table\n", readme)
+    text = readme.read_text()
+    assert "second table" in text and "first table" not in text and text.count("## Benchmarks") == 1
+    assert text.endswith("## After\n\nkept\n") and text.count(run_all.START) == 1
+
+
+def test_missing_figures_are_recorded_as_not_measured() -> None:
+    from bench.common import BenchResult, dumps, to_json
+
+    result = BenchResult()
+    result.add("a", 2.0, "x", (">=", 1.0))
+    out = _strict(dumps(to_json("demo", "Demo", result, {"cpu_count": 2}, 1.0, "RuntimeError: boom", ["a", "b"])))
+    assert [f["name"] for f in out["figures"]] == ["a", "b"]
+    assert out["figures"][0]["passed"] is True and out["figures"][0]["target"] == ">= 1"
+    assert out["figures"][1]["value"] is None and "boom" in out["figures"][1]["note"]
+    with pytest.raises(ValueError, match="not in its FIGURES"):
+        to_json("demo", "Demo", result, {}, 1.0, None, ["b"])
