@@ -100,7 +100,9 @@ def test_broken_manifests_are_rejected_with_clear_messages(schemas: dict) -> Non
     assert len(problems) == len(expected), "\n".join(problems)
 
 
-def test_validator_cli_exits_1_and_prints_each_failure(schemas: dict, capsys: pytest.CaptureFixture) -> None:
+def test_validator_cli_exits_1_and_prints_each_failure(schemas: dict, capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validate, "load_crd_schemas", lambda _: schemas)  # parsed once per session
     assert validate.main([str(BROKEN)]) == 1
     out = capsys.readouterr().out
     assert out.count("FAIL ") == 11 and "1 manifest file(s)/overlay(s) checked, 11 problem(s)" in out
