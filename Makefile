@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) jobs/pipeline.py --config conf/demo.yaml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check simcit_dist jobs tests bench
+	$(VENV)/bin/ruff check simcit_dist jobs tests bench cluster
 	$(VENV)/bin/mypy simcit_dist
 
 test: lint

@@ -145,6 +145,9 @@ def run_assignment(cfg: AssignJobConfig) -> AssignResult:
         if cfg.export_algr:
             manifest["exports"] = {"algr": export_algr(vdir, ctx.levels, ctx.codebook_size).uri}
         pub.publish(ctx.root, ctx.version, manifest)
+    except BaseException:
+        pub.clear_incomplete(ctx.root, ctx.version)  # a killed process leaves it for the next run to clear
+        raise
     finally:
         delete_dir(scratch)
         if not list_files(ctx.root.child("_tmp")):

@@ -123,12 +123,22 @@ def test_s3_failed_run_leaves_latest_and_rerun_publishes(s3_bucket, ray_local, m
 
 
 @pytest.mark.slow
-def test_bad_inputs_publish_nothing(tmp_path, ray_local) -> None:
+def test_bad_inputs_and_failures_publish_nothing(tmp_path, ray_local, monkeypatch) -> None:
     day1 = small_catalog(N)
     write_catalog(day1, str(tmp_path / "catalog"))
     rqkmeans_artifact(day1, str(tmp_path / "tok"))
     first = run_assignment(_cfg(str(tmp_path)))
     root = resolve(str(tmp_path / "sids"))
+    # a run that dies after writing some partitions on local disk: LATEST and the old version stand
+    before = _sids(str(tmp_path / "sids"))
+    day2, _ = _day2(day1)
+    write_catalog(day2, str(tmp_path / "catalog2"))
+    monkeypatch.setenv(FAIL_ENV, "1")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run_assignment(_cfg(str(tmp_path), catalog=str(tmp_path / "catalog2"), previous="LATEST"))
+    monkeypatch.delenv(FAIL_ENV)
+    assert latest_version(root) == first.version and _sids(str(tmp_path / "sids")) == before
+    assert not (tmp_path / "sids" / "_tmp").exists()
     # a catalog whose dims do not match the tokenizer
     wrong = small_catalog(100).rename_columns(["item_id", "emb_b", "emb_a"])
     write_catalog(wrong, str(tmp_path / "wrong"), files=1)
@@ -146,7 +156,8 @@ def test_bad_inputs_publish_nothing(tmp_path, ray_local) -> None:
     with pytest.raises(SIDTableError, match="corrupt manifest"):
         run_assignment(_cfg(str(tmp_path), previous=first.version))
     assert latest_version(root) == first.version
-    assert [d for d in (tmp_path / "sids" / "versions").iterdir()] == [tmp_path / "sids" / "versions" / first.version]
+    leftovers = [d.name for d in (tmp_path / "sids" / "versions").iterdir() if d.name != first.version]
+    assert all(not (tmp_path / "sids" / "versions" / d / "manifest.json").exists() for d in leftovers)
 
 
 @pytest.mark.slow
