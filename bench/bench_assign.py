@@ -75,7 +75,7 @@ def run(ctx: BenchContext) -> BenchResult:
             note=f"encode_table loop, {single['threads']} torch threads")
     res.add("job_vs_single_process", ratio(job["items_per_s"], single["items_per_s"]), "x")
 
-    sizes = ctx.pick((50_000, 200_000), (1_000_000, 4_000_000))
+    sizes = ctx.pick((25_000, 100_000), (1_000_000, 4_000_000))
     partitions = ctx.pick(8, 64)
     costs = {n: resolution_costs(n, partitions) for n in sizes}
     res.details["resolution"] = {"partitions": partitions, "sizes": {str(n): c for n, c in costs.items()}}
@@ -196,7 +196,7 @@ def next_day(day1: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str,
 
 def _exchange(tables: list[pa.Table], key: list[str], partitions: int) -> list[pa.Table | None]:
     """The in-memory equivalent of the job's storage exchange: split every table by key hash, regroup."""
-    from simcit_dist.sids.exchange import split_by_partition
+    from simcit_dist.data.exchange import split_by_partition
 
     parts: list[list[pa.Table]] = [[] for _ in range(partitions)]
     for t in tables:

@@ -30,6 +30,7 @@ from bench.common import (
     directory_bytes,
     dumps,
     initialised_simcit,
+    log,
     module_main,
     ratio,
     start_ray,
@@ -51,7 +52,7 @@ KEEP_BELOW = 1_000_000  # catalogs at least this large are deleted after their r
 
 def run(ctx: BenchContext) -> BenchResult:
     res = BenchResult()
-    sizes = ctx.pick((10_000, 20_000, 40_000), (1_000_000, 4_000_000, 10_000_000))
+    sizes = ctx.pick((5_000, 10_000, 20_000), (1_000_000, 4_000_000, 10_000_000))
     results = {}
     for n in sizes:
         data, day2 = prepare_size(ctx, n)
@@ -103,13 +104,23 @@ def prepare_size(ctx: BenchContext, n: int) -> tuple[Path, Path]:
     return data, day2
 
 
-def measure_in_child(ctx: BenchContext, n: int, data: Path, day2: Path) -> dict[str, Any]:
-    out = ctx.work / f"size-{n}.json"
+def measure_in_child(ctx: BenchContext, n: int, data: Path, day2: Path, attempts: int = 2) -> dict[str, Any]:
+    """Run one size in a fresh process (retried once: a shared machine can fail a Ray start-up)."""
+    out, log_file = ctx.work / f"size-{n}.json", ctx.work / f"size-{n}.log"
     cmd = [sys.executable, "-m", "bench.bench_memory", "--one-size", str(n), "--catalog", str(data / "catalog"),
            "--day2", str(day2), "--work", str(ctx.work / f"run-{n}"), "--out", str(out),
            "--interval", str(ctx.pick(0.1, 0.5))] + (["--smoke"] if ctx.smoke else [])
-    subprocess.run(cmd, cwd=REPO, check=True)
+    for attempt in range(1, attempts + 1):
+        with open(log_file, "w") as logs:
+            rc = subprocess.run(cmd, cwd=REPO, stdout=logs, stderr=subprocess.STDOUT).returncode
+        if rc == 0:
+            break
+        tail = log_file.read_text()[-4000:]
+        if attempt == attempts:
+            raise RuntimeError(f"memory run at {n:,} items failed {attempts} times (exit {rc}); log {log_file}:\n{tail}")
+        log.warning("memory run at %d items failed (exit %d), retrying; log tail:\n%s", n, rc, tail[-1500:])
     result = json.loads(out.read_text())
+    result["attempts"] = attempt
     result["catalog_gb"] = directory_bytes(data / "catalog") / 1e9
     return result
 

@@ -66,7 +66,7 @@ def run(ctx: BenchContext) -> BenchResult:
     res = BenchResult()
     num_items = ctx.pick(12_000, 400_000)
     batch = ctx.pick(1024, 8192)  # global batch: the job's default (8192) in full mode
-    steps = ctx.pick(8, 30)
+    steps = ctx.pick(6, 30)
     log_every = ctx.pick(2, 5)
     data = synthetic_dataset(ctx.data / f"algr-{num_items}", algr_like(num_items))
     catalog = str(data / "catalog")
@@ -339,7 +339,7 @@ def our_step(model: Any, optimizer: torch.optim.Optimizer, batch: dict[str, torc
     optimizer.step()
 
 
-def _time_interleaved(steppers: dict[str, Any], steps: int, rounds: int = 3) -> dict[str, float]:
+def _time_interleaved(steppers: dict[str, Any], steps: int, rounds: int) -> dict[str, float]:
     """Median step seconds of each stepper, run in alternating blocks after one warm-up step each."""
     times: dict[str, list[float]] = {k: [] for k in steppers}
     for fn in steppers.values():
@@ -353,7 +353,7 @@ def _time_interleaved(steppers: dict[str, Any], steps: int, rounds: int = 3) -> 
     return {k: median(v) for k, v in times.items()}
 
 
-def compare_reference(batch: int, steps: int, reference_dir: str | None) -> dict[str, Any]:
+def compare_reference(batch: int, steps: int, reference_dir: str | None, rounds: int = 3) -> dict[str, Any]:
     torch.manual_seed(0)
     ref_inputs, our_inputs = _random_inputs(batch, seed=batch)
     ours = our_reference_model(symmetric=True)
@@ -373,7 +373,7 @@ def compare_reference(batch: int, steps: int, reference_dir: str | None) -> dict
             out["reference_config"] = config
         except Exception as e:  # a broken checkout is reported, not fatal
             out["reference"] = f"not available ({type(e).__name__}: {e})"
-    secs = _time_interleaved(steppers, steps)
+    secs = _time_interleaved(steppers, steps, rounds)
     out.update({f"{k}_samples_per_s": batch / s for k, s in secs.items()})
     return out
 
@@ -387,7 +387,7 @@ def reference_figures(res: BenchResult, ctx: BenchContext) -> None:
     reference_dir = os.environ.get(REFERENCE_ENV) or None
     with torch_threads(2):  # "this kind of machine": 2 CPU threads
         for batch, steps in ((256, ctx.pick(3, 20)), (4096, ctx.pick(1, 4))):
-            cmp = compare_reference(batch, steps, reference_dir)
+            cmp = compare_reference(batch, steps, reference_dir, rounds=ctx.pick(1, 3))
             res.details[f"reference_b{batch}"] = cmp
             ours = cmp["ours_samples_per_s"]
             measured = cmp.get("reference_samples_per_s", math.nan)

@@ -35,7 +35,9 @@ def test_smoke_suite_writes_every_figure(tmp_path: Path) -> None:
                            "--work", str(tmp_path / "work"), "--data", str(tmp_path / "data")],
                           cwd=REPO, capture_output=True, text=True, timeout=1500)
     seconds = time.time() - start
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc.returncode != 0:
+        errors = {f.stem: json.loads(f.read_text()).get("error") for f in results.glob("*.json")}
+        pytest.fail(f"run_all failed: {errors}\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
     for name in run_all.MODULES:
         module = importlib.import_module(f"bench.bench_{name}")
         result = _strict((results / f"{name}.json").read_text())
