@@ -43,7 +43,11 @@ def header(path: Path) -> str:
 
 
 def job_of_config(path: Path) -> str:
-    match = JOB_IN_HEADER.search(header(path))
+    """The job of the header's ``Run:`` line (or of its first ``python jobs/...`` command)."""
+    text = header(path)
+    run_lines = [line for line in text.splitlines() if "Run:" in line]
+    match = JOB_IN_HEADER.search(run_lines[0]) if run_lines else None
+    match = match or JOB_IN_HEADER.search(text)
     if not match:
         raise AssertionError(f"{path}: header must give the command that runs it (python jobs/<job>.py ...)")
     return match.group(1)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
-from simcit_dist.sids.fingerprint import partition_of
+from simcit_dist.data.fingerprint import partition_of
 from simcit_dist.storage import Location, list_files
 
 

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from simcit_dist.data.fingerprint import mix64
 from simcit_dist.data.parquet_io import parquet_files, read_table, write_table
 from simcit_dist.data.schemas import ITEM_ID, arrow_to_embeddings, embedding_columns, embeddings_to_arrow
 from simcit_dist.data.synthetic import SyntheticConfig, build_tree, item_chunk
-from simcit_dist.sids.fingerprint import mix64
 from simcit_dist.storage import Location, StorageConfig, delete_dir, replace_dir, resolve, staging_sibling
 
 log = logging.getLogger(__name__)

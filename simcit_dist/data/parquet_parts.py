@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simcit_dist.data.fingerprint import mix64
 from simcit_dist.data.parquet_io import ROW_GROUP_ROWS
 from simcit_dist.storage import Location
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 class PartWriter:
@@ -53,12 +52,7 @@ class PartWriter:
 
 def hash_bucket(ids: np.ndarray, num_buckets: int) -> np.ndarray:
     """Bucket of each int64 id: a splitmix64 mix, so sequential or strided ids spread evenly."""
-    x = np.asarray(ids, dtype=np.int64).view(np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + _GOLDEN
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
+    x = mix64(np.asarray(ids, dtype=np.int64).view(np.uint64))
     return (x % np.uint64(num_buckets)).astype(np.int32)
 
 

@@ -27,11 +27,11 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from simcit_dist.config import AssignJobConfig, to_dict
+from simcit_dist.data.exchange import ExchangeSink, read_partition, write_partitions
 from simcit_dist.data.parquet_io import read_dataset, read_schema, write_table
 from simcit_dist.data.schemas import ITEM_ID, check_catalog_schema
 from simcit_dist.sids import publish as pub
 from simcit_dist.sids.encode import EncodeActor
-from simcit_dist.sids.exchange import ExchangeSink, read_partition, write_partitions
 from simcit_dist.sids.export import export_algr, write_vocab
 from simcit_dist.sids.quality import catalog_metrics, usage_drift
 from simcit_dist.sids.resolve import (

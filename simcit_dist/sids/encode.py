@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from simcit_dist.data.fingerprint import embedding_hash
 from simcit_dist.data.schemas import ITEM_ID, arrow_to_embeddings
 from simcit_dist.distributed.tokenizer_data import arrow_to_batch
-from simcit_dist.sids.fingerprint import embedding_hash
 from simcit_dist.sids.table import code_columns
 from simcit_dist.storage import StorageConfig, resolve
 from simcit_dist.tokenizer import load_artifact

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from simcit_dist.sids.exchange import split_by_partition
+from simcit_dist.data.exchange import split_by_partition
 from simcit_dist.sids.resolve import (
     KEEP,
     PENDING,
