@@ -167,7 +167,11 @@ def _recommender(cfg: PipelineConfig, p: _Paths) -> tuple[dict[str, Any], str]:
             rows.append({"split": split, "K": k, "Recall": m[f"recall@{k}"], "NDCG": m[f"ndcg@{k}"],
                          "most-popular Recall": m.get(f"popular/recall@{k}"),
                          "most-popular NDCG": m.get(f"popular/ndcg@{k}")})
-    text = (f"SID version `{report['sid_version']}`; sequences: {report['data']}\n\n"
-            + markdown.table(rows) + "\n" + markdown.image("recommender/training_curves.png",
-                                                           "training loss and validation Recall@10"))
+    data = report["data"]
+    text = (f"SID version `{report['sid_version']}`; {data['interactions']:,} interactions of {data['users']:,} users, "
+            f"{data['interactions_missing_sid']:,} of them on items without a SID (removed on day 2: reported and "
+            f"excluded, e.g. item_id {data['missing_item_sample'][:5]}); examples {data['examples']}. "
+            f"Full report: [recommender/report.md](recommender/report.md)\n\n" + markdown.table(rows) + "\n"
+            + markdown.image("recommender/training_loss.png", "training loss")
+            + markdown.image("recommender/valid_recall.png", "validation Recall@10 per epoch"))
     return {k: report[k] for k in ("sid_version", "valid", "test", "data")}, text
