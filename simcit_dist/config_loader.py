@@ -131,11 +131,6 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def replace(cfg: T, **changes: Any) -> T:
-    """``dataclasses.replace`` that re-runs validation."""
-    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
-
-
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 

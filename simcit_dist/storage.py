@@ -13,7 +13,6 @@ pyarrow falls back to the AWS default credential chain, which covers IRSA / work
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
@@ -215,11 +214,6 @@ def copy_file(src: Location, dst: Location) -> None:
     if not dst.is_s3:
         dst.fs.create_dir(posixpath.dirname(dst.path), recursive=True)
     pafs.copy_files(src.path, dst.path, source_filesystem=src.fs, destination_filesystem=dst.fs)
-
-
-def open_input(loc: Location) -> io.RawIOBase:
-    """A seekable binary file (for readers that need random access, e.g. npz members)."""
-    return loc.fs.open_input_file(loc.path)  # type: ignore[return-value]
 
 
 def staging_sibling(target: Location, tag: str = "staging") -> Location:

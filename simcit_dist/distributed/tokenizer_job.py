@@ -7,7 +7,6 @@ RQ-KMeans has no gradient step: it is fitted on a streamed sample in one Ray tas
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from simcit_dist.distributed.tokenizer_data import (
 )
 from simcit_dist.distributed.tokenizer_eval import HISTORY_FILE
 from simcit_dist.distributed.tokenizer_worker import TokenizerPlan, train_loop_per_worker
-from simcit_dist.storage import Location, exists, read_json, resolve
+from simcit_dist.storage import Location, read_json, resolve
 
 log = logging.getLogger(__name__)
 FAIL_ENV = "SIMCIT_FAIL_AT_STEP"  # fault injection for tests: the first attempt's rank 1 raises at this step
@@ -115,12 +114,3 @@ def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
     return TokenizerRunResult(plan.artifact_uri, int(outputs["final"].get("step", 0)), outputs["final"],
                               outputs["history"], result.checkpoint.path if result.checkpoint else None,
                               outputs.get("plots", {}))
-
-
-def artifact_exists(cfg: TokenizerJobConfig) -> bool:
-    return exists(resolve(cfg.run.artifact_uri(), cfg.storage).child(HISTORY_FILE))
-
-
-def summary(result: TokenizerRunResult) -> dict[str, Any]:
-    return json.loads(json.dumps({"artifact": result.artifact_uri, "steps": result.steps,
-                                  "final": result.final_metrics}))
