@@ -57,6 +57,7 @@ class SimCITConfig:
     activation: Activation = "silu"
     dropout: float = 0.0
     normalize_latent: bool = True  # L2-normalise the fused latent (see SimCIT.fuse)
+    input_norm: Literal["layernorm", "none"] = "layernorm"  # standardise each modality's input vector
     num_levels: int = 3
     codebook_size: int = 256
     shared_codebook: bool = False  # one codebook for every level instead of one per level

@@ -77,6 +77,11 @@ class SimCIT(nn.Module):
         latents, present = [], []
         for encoder, m in zip(self.encoders, self.modalities):
             x, has = modality_input(batch, partner_column(m) if partner else m, self.input_dims[m])
+            if self.cfg.input_norm == "layernorm":
+                # Catalogs arrive at any scale (PPMI-SVD views are ~0.1 per dimension): standardise each
+                # vector, or a small-scale modality maps every item to nearly the same latent and the
+                # contrastive loss starts (and stays) at chance. Zero-filled missing rows stay zero.
+                x = nn.functional.layer_norm(x, (x.shape[1],))
             latents.append(encoder(x))
             present.append(has)
         return torch.stack(latents, dim=1), torch.stack(present, dim=1)
