@@ -178,6 +178,7 @@ class AssignJobConfig:
     actors_max: int = 0  # autoscale the pool up to this many (0 = fixed size)
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    actor_start_timeout_s: int = 900  # fail (not wait forever) when the cluster can't place the actors; 0 = wait
     exchange_rows_per_write: int = 262_144
     hit_rate_sample: int = 5000  # items of the embedding HitRate@K sample (0 = skip)
     hit_rate_k: int = 10

@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray per session, one moto S3 server per session, shared data paths."""
+"""Shared fixtures: one local Ray per test module, one moto S3 server per session, shared data paths."""
 
 from __future__ import annotations
 
@@ -20,15 +20,19 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """One local Ray instance for the whole session (start-up costs ~5 s)."""
+    """A fresh local Ray per test module (start-up ~5 s). One instance for the whole session let
+    state from earlier modules leak into later ones: in CI, after the recommender tests, Ray Data's
+    encoder actors of the SID-assignment tests stayed pending forever although alive."""
     import ray
 
-    if not ray.is_initialized():
-        # 4 logical CPUs on a 2-core machine: 2 train workers plus Ray Data read tasks must fit.
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}})
+    if ray.is_initialized():
+        ray.shutdown()
+    # 4 logical CPUs on a 2-core machine: 2 train workers plus Ray Data read tasks must fit.
+    # address="local": never join another Ray instance on the machine.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}})
     yield
     ray.shutdown()
 

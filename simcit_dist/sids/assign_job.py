@@ -166,7 +166,16 @@ def _encode_into_exchange(ctx: _Context, exchange: Location) -> None:
                                "modalities": ctx.modalities, "candidates": candidates,
                                "threads": max(1, int(cfg.cpus_per_actor))},
     )
-    encoded.write_datasink(ExchangeSink(exchange, [ITEM_ID], cfg.num_partitions, "cur", cfg.exchange_rows_per_write))
+    if cfg.actor_start_timeout_s > 0:  # Ray Data's default waits forever for actors that can't be placed
+        encoded.context.wait_for_min_actors_s = cfg.actor_start_timeout_s
+    try:
+        encoded.write_datasink(ExchangeSink(exchange, [ITEM_ID], cfg.num_partitions, "cur",
+                                            cfg.exchange_rows_per_write))
+    except ray.exceptions.GetTimeoutError as e:
+        raise RuntimeError(
+            f"the {cfg.actors} encoder actors ({cfg.cpus_per_actor} CPU, {cfg.gpus_per_actor} GPU each) did not "
+            f"start within actor_start_timeout_s={cfg.actor_start_timeout_s}: the cluster has "
+            f"{ray.cluster_resources()}; lower actors/cpus_per_actor/gpus_per_actor or add nodes") from e
     if ctx.previous is not None:
         prev_sids = version_dir(ctx.root, ctx.previous).child("sids")
         cols = [ITEM_ID, *code_columns(ctx.levels), "suffix", "emb_hash"]

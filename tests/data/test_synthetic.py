@@ -71,7 +71,7 @@ def test_driver_memory_does_not_grow_with_num_items(tmp_path) -> None:
         import resource, sys, ray
         from simcit_dist.data.generate import generate_synthetic
         from simcit_dist.data.synthetic import SyntheticConfig
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         cfg = SyntheticConfig(num_items=int(sys.argv[1]), num_users=1000, chunk_items=25_000,
                               modalities={"emb": 128})
         generate_synthetic(cfg, sys.argv[2], num_tasks=2)

@@ -144,6 +144,10 @@ def test_bad_inputs_and_failures_publish_nothing(tmp_path, ray_local, monkeypatc
     write_catalog(wrong, str(tmp_path / "wrong"), files=1)
     with pytest.raises(ValueError, match=r"column 'emb_a' has dim 12, expected 8"):
         run_assignment(_cfg(str(tmp_path), catalog=str(tmp_path / "wrong")))
+    # encoder actors the cluster cannot place (a GPU on this CPU-only Ray): a clear error, not a hang
+    with pytest.raises(RuntimeError, match=r"encoder actors \(1.0 CPU, 1.0 GPU each\) did not start within"):
+        run_assignment(_cfg(str(tmp_path), catalog=str(tmp_path / "catalog2"), gpus_per_actor=1.0,
+                            actor_start_timeout_s=5))
     # duplicate item ids
     dup = pa.concat_tables([day1, day1.slice(0, 7)])
     write_catalog(dup, str(tmp_path / "dup"))
