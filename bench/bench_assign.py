@@ -42,7 +42,7 @@ NAME = "assign"
 TITLE = "SID assignment throughput and collision-resolution / re-tokenization cost vs catalog size"
 FIGURES = [
     "read_items_per_s", "job_items_per_s", "job_vs_read", "encode_stage_items_per_s",
-    "single_process_items_per_s", "job_vs_single_process",
+    "single_process_items_per_s", "job_vs_single_process", "encode_algr_items_per_s_per_core",
     "resolve_us_per_item_small", "resolve_us_per_item_large", "resolve_scaling",
     "retokenize_us_per_item_small", "retokenize_us_per_item_large", "retokenize_scaling",
 ]
@@ -74,6 +74,11 @@ def run(ctx: BenchContext) -> BenchResult:
     res.add("single_process_items_per_s", single["items_per_s"], "items/s",
             note=f"encode_table loop, {single['threads']} torch threads")
     res.add("job_vs_single_process", ratio(job["items_per_s"], single["items_per_s"]), "x")
+    algr = single_process_encode(catalog, algr_artifact(ctx, catalog), cfg.encode_batch_size, ctx.pick(8192, 65_536),
+                                 threads=1)
+    res.details["encode_algr_k8192"] = algr
+    res.add("encode_algr_items_per_s_per_core", algr["items_per_s"], "items/s",
+            note="AL-GR tokenizer (K=8192 x 3), 1 torch thread: the nightly job's CPU cost")
 
     sizes = ctx.pick((25_000, 100_000), (1_000_000, 4_000_000))
     partitions = ctx.pick(8, 64)
@@ -142,14 +147,24 @@ def stage_timings(records: list[Any]) -> dict[str, float]:
     return {}
 
 
-def single_process_encode(catalog: Path, artifact: str, batch_size: int, max_items: int) -> dict[str, Any]:
+def algr_artifact(ctx: BenchContext, catalog: Path) -> str:
+    """A k-means initialised tokenizer with the AL-GR preset's model (conf/tokenizer_algr.yaml)."""
+    from simcit_dist.tokenizer import SimCITConfig, TokenizerConfig
+
+    cfg = TokenizerConfig(kind="simcit", simcit=SimCITConfig(hidden_dims=[512, 256, 128], latent_dim=96, proj_dim=96,
+                                                             num_levels=3, codebook_size=8192, kmeans_iters=2))
+    return initialised_simcit(catalog, ctx.work / "tokenizer-algr", cfg, sample=16_384)
+
+
+def single_process_encode(catalog: Path, artifact: str, batch_size: int, max_items: int,
+                          threads: int | None = None) -> dict[str, Any]:
     from simcit_dist.data.parquet_io import iter_file_batches
     from simcit_dist.data.schemas import ITEM_ID
     from simcit_dist.sids.encode import encode_table
     from simcit_dist.storage import resolve
     from simcit_dist.tokenizer import load_artifact
 
-    threads = os.cpu_count() or 1
+    threads = threads or os.cpu_count() or 1
     tokenizer, _, _ = load_artifact(resolve(artifact))
     columns = [ITEM_ID, *ALGR_MODALITIES]
     items = 0

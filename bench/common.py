@@ -332,6 +332,7 @@ def upload_dir(local: Path, uri: str, storage: Any) -> None:
 def initialised_simcit(catalog: Path, out: Path, cfg: Any = None, sample: int = 4096) -> str:
     """A SimCIT artifact whose codebooks are k-means-initialised on a catalog sample, without training:
     its encode cost is that of a trained one (same network), so it serves throughput and memory runs."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
@@ -342,8 +343,13 @@ def initialised_simcit(catalog: Path, out: Path, cfg: Any = None, sample: int = 
 
     if (out / "tokenizer.json").exists():  # the artifact's metadata file
         return str(out)
-    first = sorted(catalog.glob("*.parquet"))[0]
-    table = pq.read_table(first).slice(0, sample)
+    tables, rows = [], 0
+    for f in sorted(catalog.glob("*.parquet")):
+        tables.append(pq.read_table(f))
+        rows += tables[-1].num_rows
+        if rows >= sample:
+            break
+    table = pa.concat_tables(tables).slice(0, sample)
     dims = embedding_columns(table.schema)
     cfg = cfg or TokenizerConfig()
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -46,8 +47,15 @@ def test_smoke_suite_writes_every_figure(tmp_path: Path) -> None:
         assert result["machine"]["cpu_count"] >= 1
         figures = result["figures"]
         assert [f["name"] for f in figures] == module.FIGURES
+        # A figure that needs an outside input (e.g. a checkout of the SimCIT reference) may be
+        # unmeasured only when that input is absent from this environment.
+        absent = {fig for fig, env in getattr(module, "NEEDS_ENV", {}).items() if not os.environ.get(env)}
         for f in figures:
             assert set(f) == FIGURE_KEYS
+            if f["name"] in absent:
+                assert f["value"] is None or not math.isfinite(f["value"])
+                assert "not measured" in f["note"] or "to measure" in f["note"], f
+                continue
             assert f["value"] is not None and math.isfinite(f["value"]), f"{name}.{f['name']} was not measured"
             assert (f["passed"] is None) == (not f["target"]), f
     summary = (results / "summary.md").read_text()
