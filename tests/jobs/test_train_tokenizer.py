@@ -70,14 +70,18 @@ def test_two_workers_s3_worker_failure_resumes_from_checkpoint(s3_bucket, ray_lo
 
 
 @pytest.mark.slow
-def test_rerun_with_same_name_continues_from_last_step(tmp_path, ray_local) -> None:
-    root = str(tmp_path)
+def test_rerun_with_same_name_continues_from_last_step(tmp_path, ray_local, monkeypatch) -> None:
+    # Relative paths, as in conf/*.yaml: resolved by the driver, not in each worker's own directory.
+    monkeypatch.chdir(tmp_path)
+    root = "."
     _write_inputs(root)
     first = run_tokenizer_training(_cfg(root, "again", pairs=False, max_steps=4, epochs=3))
     assert first.steps == 4 and "resumed_from_step" not in first.final_metrics
     second = run_tokenizer_training(_cfg(root, "again", pairs=False, max_steps=8, epochs=3))
     assert second.final_metrics["resumed_from_step"] == 4 and second.steps == 8
     assert [h["step"] for h in second.history] == [2, 4, 6, 8]
+    assert second.artifact_uri == str(tmp_path / "ray" / "again" / "tokenizer")
+    assert (tmp_path / "ray" / "again" / "tokenizer" / "tokenizer.json").is_file()
 
 
 def test_bad_config_fails_before_workers_start(tmp_path) -> None:
