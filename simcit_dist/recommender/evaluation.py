@@ -26,7 +26,7 @@ from simcit_dist.recommender.examples import UserSequences, encoder_tokens
 from simcit_dist.recommender.export import load_meta, load_model
 from simcit_dist.recommender.metrics import finalize, metric_sums, popularity_ranking, target_ranks
 from simcit_dist.recommender.trie import SidTrie
-from simcit_dist.storage import Location, StorageConfig
+from simcit_dist.storage import Location, StorageConfig, resolve
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: Eval
     from simcit_dist.data.parquet_io import read_dataset
 
     start = time.time()
+    # Absolute before anything reaches the scoring actors (a relative path is relative to the driver).
+    model_uri, sid_root = resolve(model_uri, storage).uri, resolve(sid_root, storage).uri
     meta = load_meta(model_uri, storage)
     data = data or meta.data
     version = sid_version or meta.sid_version

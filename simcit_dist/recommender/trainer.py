@@ -54,6 +54,12 @@ class WorkerJob:
     sid_version: str  # pinned by the driver: every worker decodes the same table
     storage: StorageConfig | None = None
 
+    def __post_init__(self) -> None:
+        # Made absolute here, in the driver: a worker would resolve a relative local path against
+        # its own working directory (Ray's session directory).
+        self.sequences = resolve(self.sequences, self.storage).uri
+        self.sid_root = resolve(self.sid_root, self.storage).uri
+
 
 @dataclass
 class TrainState:

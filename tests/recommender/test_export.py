@@ -45,3 +45,16 @@ def test_resume_refuses_a_different_sid_version(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="trained on SID version 'v1', not 'v2'"):
         restore(None, Checkpoint(), "v2")
+
+
+def test_worker_job_carries_absolute_uris(tmp_path, monkeypatch) -> None:
+    """Relative paths (as in conf/*.yaml) are resolved by the driver: workers run elsewhere."""
+    from simcit_dist.recommender.config import RecommenderConfig
+    from simcit_dist.recommender.trainer import WorkerJob
+
+    monkeypatch.chdir(tmp_path)
+    job = WorkerJob(RecommenderConfig(), "out/data/sequences", "sids", "v1")
+    assert job.sequences == str(tmp_path / "out" / "data" / "sequences")
+    assert job.sid_root == str(tmp_path / "sids")
+    s3 = WorkerJob(RecommenderConfig(), "s3://bucket/seq", "s3://bucket/sids/", "v1")
+    assert (s3.sequences, s3.sid_root) == ("s3://bucket/seq", "s3://bucket/sids")
