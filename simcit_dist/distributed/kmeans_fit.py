@@ -53,7 +53,7 @@ def fit_rqkmeans(cfg: TokenizerJobConfig) -> TokenizerRunResult:
     catalog = resolve(cfg.data.catalog, cfg.storage)
     input_dims = resolve_modalities(catalog, cfg.data.modalities)
     columns = [ITEM_ID, *input_dims]
-    plan = TokenizerPlan(cfg, input_dims, False, 1, 1, count_rows(catalog), resolve(cfg.run.artifact_uri(), cfg.storage).uri)
+    plan = TokenizerPlan(cfg, input_dims, False, 1, 1, count_rows(catalog), cfg.run.artifact_uri())
     train = training_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.shuffle_files, cfg.data.seed)
     train = train.limit(cfg.tokenizer.rqkmeans.max_sample)
     holdout = holdout_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.holdout_max_items)

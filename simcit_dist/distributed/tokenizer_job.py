@@ -64,10 +64,8 @@ def plan_training(cfg: TokenizerJobConfig) -> tuple[TokenizerPlan, Location, lis
         )
     total = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
     total = min(total, steps_per_epoch * cfg.train.epochs)
-    # Resolved here, in the driver: a relative local path would resolve against each worker's own
-    # working directory (Ray's session directory), and the artifact would land there.
     plan = TokenizerPlan(cfg, input_dims, with_partner, total, steps_per_epoch, train_rows,
-                         resolve(cfg.run.artifact_uri(), cfg.storage).uri)
+                         cfg.run.artifact_uri())
     return plan, source, columns
 
 

@@ -32,6 +32,7 @@ from simcit_dist.distributed.lr_schedule import build_scheduler
 from simcit_dist.distributed.tokenizer_data import TokenizerCollate
 from simcit_dist.distributed.train_state import TrainState, load_state, save_state
 from simcit_dist.logs import filter_to_rank_zero
+from simcit_dist.storage import resolve
 from simcit_dist.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class TokenizerPlan:
     steps_per_epoch: int
     train_rows: int
     artifact_uri: str
+
+    def __post_init__(self) -> None:
+        # Made absolute here, in the driver: a worker would resolve a relative local path against its
+        # own working directory (Ray's session directory), and the artifact would land there.
+        self.artifact_uri = resolve(self.artifact_uri, self.cfg.storage).uri
 
     @property
     def local_batch(self) -> int:
