@@ -55,7 +55,10 @@ def _entry(cfg: CompareJobConfig, name: str) -> dict[str, Any]:
         manifest = _tokenizer_sids(cfg, name, out)
         kind = cfg.tokenizers[name].kind
     rc = cfg.recommender
-    run = dataclasses.replace(rc.run, storage_path=f"{cfg.output}/ray", name=f"recommender-{name}")
+    # One recommender run per SID version: a re-run on the same SIDs resumes it, new SIDs (a retrained
+    # tokenizer, another external table) start a fresh run instead of failing to resume the old one.
+    run = dataclasses.replace(rc.run, storage_path=f"{cfg.output}/ray",
+                              name=f"recommender-{name}-{manifest['version']}")
     report = train_and_evaluate(cfg.interactions, f"{out}/sids", rc.recommender(), f"{out}/recommender", run,
                                 cfg.storage)
     return _row(name, kind, manifest, report)

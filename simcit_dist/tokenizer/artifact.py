@@ -7,8 +7,11 @@ Layout under the artifact location::
     tokenizer.json    kind, full TokenizerConfig, input_dims, sizes, weights digest, extra
 
 ``tokenizer.json`` is written last, so its presence marks a complete artifact. Loading needs
-nothing but the location. :func:`artifact_hash` is a digest of the *content* (canonical JSON and
-the tensors' names, dtypes, shapes and bytes), stable across re-saves and torch versions.
+nothing but the location. :func:`artifact_hash` is a digest of what decides the codes (kind,
+config, input dims and the tensors' names, dtypes, shapes and bytes), stable across re-saves and
+torch versions. The ``extra`` training metadata (steps, final metrics) is left out: re-running a
+finished training run rewrites it (restore counts, held-back scores) without changing one code,
+and must not make the nightly job publish a new SID version.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def load_artifact(loc: Location) -> tuple[Tokenizer, TokenizerConfig, dict[str, 
 
 def _hash(meta: Mapping[str, Any]) -> str:
     # The metadata already carries the weights digest, so hashing it covers the weights too.
-    return hashlib.sha256(_canonical_json(meta)).hexdigest()
+    return hashlib.sha256(_canonical_json({k: v for k, v in meta.items() if k != "extra"})).hexdigest()
 
 
 def artifact_hash(loc: Location) -> str:
