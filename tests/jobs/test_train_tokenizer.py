@@ -1,6 +1,8 @@
-"""The distributed tokenizer job on local Ray: S3 in and out, worker failure + resume, bad config."""
+"""The distributed tokenizer job on local Ray: S3 in and out, worker failure + resume, re-run resume, bad config."""
 
 from __future__ import annotations
+
+import pickle
 
 import pytest
 
@@ -14,8 +16,15 @@ from simcit_dist.config import (
 )
 from simcit_dist.data.schemas import SchemaError
 from simcit_dist.distributed.tokenizer_job import FAIL_ENV, run_tokenizer_training
+from simcit_dist.distributed.tokenizer_worker import TokenizerPlan
 from simcit_dist.storage import StorageConfig, list_files, resolve
-from simcit_dist.tokenizer import SimCITConfig, TemperatureSchedule, TokenizerConfig, load_artifact
+from simcit_dist.tokenizer import (
+    SimCITConfig,
+    TemperatureSchedule,
+    TokenizerConfig,
+    artifact_hash,
+    load_artifact,
+)
 from tests.helpers import small_catalog, small_pairs, write_catalog
 
 N = 4000
@@ -43,12 +52,13 @@ def _write_inputs(root: str, storage: StorageConfig | None = None) -> None:
 
 @pytest.mark.slow
 @pytest.mark.s3
-def test_two_workers_s3_worker_failure_resumes_from_checkpoint(s3_bucket, ray_local, monkeypatch) -> None:
+def test_two_workers_s3_worker_failure_resumes_then_rerun_continues(s3_bucket, ray_local, monkeypatch) -> None:
     uri, storage = s3_bucket
     _write_inputs(uri, storage)
     monkeypatch.setenv(FAIL_ENV, "6")  # rank 1 raises before step 7; the checkpoint of step 4 is the latest
     cfg = _cfg(uri, "s3run", storage, max_failures=1)
     result = run_tokenizer_training(cfg)
+    monkeypatch.delenv(FAIL_ENV)
     final = result.final_metrics
     expected_steps = 2 * int(((N * 2) * 0.9) // 512)  # ~2 rows per item with pairs, minus held-back
     assert final["resumed_from_step"] == 4 and final["restores"] == 1
@@ -67,21 +77,24 @@ def test_two_workers_s3_worker_failure_resumes_from_checkpoint(s3_bucket, ray_lo
     assert len(ckpts) == 2 and f"step_{result.steps:08d}" in ckpts  # num_to_keep=2, last one kept
     tok, tcfg, _ = load_artifact(resolve(result.artifact_uri, storage))
     assert tcfg.kind == "simcit" and tok.num_levels == 2
+    digest = artifact_hash(resolve(result.artifact_uri, storage))
+
+    # The same command again (same run name) with a longer budget: it continues from the last
+    # checkpoint (the final step), not from 0; the artifact is replaced by the longer-trained one.
+    more = run_tokenizer_training(_cfg(uri, "s3run", storage, epochs=3, max_steps=result.steps + 4))
+    assert more.final_metrics["resumed_from_step"] == result.steps and more.steps == result.steps + 4
+    assert [h["step"] for h in more.history if h["step"] > result.steps] == [result.steps + 2, result.steps + 4]
+    assert artifact_hash(resolve(more.artifact_uri, storage)) != digest
 
 
-@pytest.mark.slow
-def test_rerun_with_same_name_continues_from_last_step(tmp_path, ray_local, monkeypatch) -> None:
-    # Relative paths, as in conf/*.yaml: resolved by the driver, not in each worker's own directory.
+def test_plan_carries_an_absolute_artifact_uri(tmp_path, monkeypatch) -> None:
+    # Relative paths, as in conf/*.yaml, are resolved by the driver: a worker would resolve them
+    # against its own working directory (Ray's session directory) and the artifact would land there.
     monkeypatch.chdir(tmp_path)
-    root = "."
-    _write_inputs(root)
-    first = run_tokenizer_training(_cfg(root, "again", pairs=False, max_steps=4, epochs=3))
-    assert first.steps == 4 and "resumed_from_step" not in first.final_metrics
-    second = run_tokenizer_training(_cfg(root, "again", pairs=False, max_steps=8, epochs=3))
-    assert second.final_metrics["resumed_from_step"] == 4 and second.steps == 8
-    assert [h["step"] for h in second.history] == [2, 4, 6, 8]
-    assert second.artifact_uri == str(tmp_path / "ray" / "again" / "tokenizer")
-    assert (tmp_path / "ray" / "again" / "tokenizer" / "tokenizer.json").is_file()
+    cfg = _cfg(".", "again", pairs=False)
+    plan = TokenizerPlan(cfg, {"emb_a": 8}, False, 8, 4, 2048, cfg.run.artifact_uri())
+    assert plan.artifact_uri == str(tmp_path / "ray" / "again" / "tokenizer")
+    assert pickle.loads(pickle.dumps(plan)).artifact_uri == plan.artifact_uri  # as the workers receive it
 
 
 def test_bad_config_fails_before_workers_start(tmp_path) -> None:
