@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -70,5 +71,25 @@ def read_dataset(uri: str | Location, storage: StorageConfig | None = None, colu
     loc = uri if isinstance(uri, Location) else resolve(uri, storage)
     paths = [f.path for f in parquet_files(loc)]
     shuffle = ray.data.FileShuffleConfig(seed=seed) if shuffle_files else None
-    return ray.data.read_parquet(paths, filesystem=loc.fs, columns=list(columns) if columns else None,
-                                 shuffle=shuffle)
+    with _datasource_v1():
+        return ray.data.read_parquet(paths, filesystem=loc.fs, columns=list(columns) if columns else None,
+                                     shuffle=shuffle)
+
+
+@contextlib.contextmanager
+def _datasource_v1() -> Iterator[None]:
+    """Build the read with Ray Data's V1 Parquet datasource. The V2 default of Ray 2.60 lists files in
+    one task per given path, and each listing task starts a pool of 32 ``FooterReader`` actors (new
+    worker processes) that it kills when done: ~5 s of fixed cost per read on a 2-core machine, tens
+    of process starts per read on any machine. We hand Ray the file list ourselves, so V1 (metadata
+    from that list, one in-memory size sample) is all a read needs. The choice is made when the
+    read is built, so the user's own DataContext setting is restored right after."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.use_datasource_v2
+    ctx.use_datasource_v2 = False
+    try:
+        yield
+    finally:
+        ctx.use_datasource_v2 = before
