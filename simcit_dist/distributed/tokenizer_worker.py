@@ -87,9 +87,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     collate = TokenizerCollate(list(plan.input_dims), plan.with_partner, str(device))
     batches = _batches(shard, plan, state, collate)
-    first = next(batches, None)
-    if first is None:
+    first = next(batches, None) if state.step < plan.total_steps else None
+    if first is None and checkpoint is None:
         raise RuntimeError("the training shard yielded no full batch; lower train.batch_size")
+    if first is None:  # the same command re-run after the run finished: nothing left to train
+        log.info("checkpoint at step %d of %d: nothing left to train", state.step, plan.total_steps)
+        _finish(plan, tokenizer, state, rank, device)
+        return
     if checkpoint is None:
         _init_codebooks(tokenizer, first[2], rank)
         if rank == 0:  # the untrained (initialised) tokenizer: the "before" of the end-of-run metrics
