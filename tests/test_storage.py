@@ -82,3 +82,19 @@ def test_ray_data_reads_s3_through_storage_layer(s3_bucket, ray_local) -> None:
                     root.child(f"part-{i}.parquet"))
     ids = sorted(read_dataset(uri + "/ds", storage).to_pandas()["item_id"].tolist())
     assert ids == list(range(30))
+
+
+def test_reads_skip_the_per_read_footer_actor_pool(tmp_path, ray_local) -> None:
+    # Ray 2.60's V2 Parquet reader lists files in ListFiles tasks that each start 32 FooterReader
+    # actors; read_dataset builds V1 reads (no ListFiles) and leaves the caller's DataContext alone.
+    import ray.data
+
+    from simcit_dist.data.parquet_io import read_dataset
+
+    write_table(pa.table({"item_id": pa.array(range(5), pa.int64())}), resolve(str(tmp_path / "t" / "a.parquet")))
+    ctx = ray.data.DataContext.get_current()
+    ctx.use_datasource_v2 = True
+    ds = read_dataset(str(tmp_path / "t"))
+    assert ctx.use_datasource_v2 is True
+    assert "ListFiles" not in str(ds._logical_plan.dag)
+    assert sorted(ds.to_pandas()["item_id"]) == list(range(5))
