@@ -8,6 +8,7 @@ tokenizers the same.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -24,12 +25,14 @@ from simcit_dist.distributed.tokenizer_data import (
 from simcit_dist.distributed.tokenizer_eval import HISTORY_FILE, evaluate_holdout, write_outputs
 from simcit_dist.distributed.tokenizer_worker import TokenizerPlan
 from simcit_dist.distributed.train_state import TrainState
-from simcit_dist.storage import read_json, resolve
-from simcit_dist.tokenizer import build_tokenizer
+from simcit_dist.storage import Location, exists, read_json, resolve
+from simcit_dist.tokenizer import ArtifactError, build_tokenizer, load_artifact
 
 if TYPE_CHECKING:
     from simcit_dist.config import TokenizerJobConfig
     from simcit_dist.distributed.tokenizer_job import TokenizerRunResult
+
+log = logging.getLogger(__name__)
 
 
 @ray.remote
@@ -53,11 +56,32 @@ def fit_rqkmeans(cfg: TokenizerJobConfig) -> TokenizerRunResult:
     catalog = resolve(cfg.data.catalog, cfg.storage)
     input_dims = resolve_modalities(catalog, cfg.data.modalities)
     columns = [ITEM_ID, *input_dims]
-    plan = TokenizerPlan(cfg, input_dims, False, 1, 1, count_rows(catalog), cfg.run.artifact_uri())
-    train = training_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.shuffle_files, cfg.data.seed)
-    train = train.limit(cfg.tokenizer.rqkmeans.max_sample)
-    holdout = holdout_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.holdout_max_items)
-    ray.get(_fit_task.remote(plan, train, holdout))
-    outputs = read_json(resolve(plan.artifact_uri, cfg.storage).child(HISTORY_FILE))
-    return TokenizerRunResult(plan.artifact_uri, 1, outputs["final"], outputs["history"], None,
+    artifact = resolve(cfg.run.artifact_uri(), cfg.storage)
+    if not _already_fitted(artifact, cfg):
+        plan = TokenizerPlan(cfg, input_dims, False, 1, 1, count_rows(catalog), artifact.uri)
+        train = training_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.shuffle_files,
+                                 cfg.data.seed)
+        holdout = holdout_dataset(catalog, columns, cfg.data.holdout_fraction, cfg.data.holdout_max_items)
+        for ds in (train, holdout):
+            # Blocks in file order, not arrival order: the sample (limit) and the k-means input
+            # order, hence the codebooks, are then the same on every run of the same inputs.
+            ds.context.execution_options.preserve_order = True
+        ray.get(_fit_task.remote(plan, train.limit(cfg.tokenizer.rqkmeans.max_sample), holdout))
+    outputs = read_json(artifact.child(HISTORY_FILE))
+    return TokenizerRunResult(artifact.uri, 1, outputs["final"], outputs["history"], None,
                               outputs.get("plots", {}))
+
+
+def _already_fitted(artifact: Location, cfg: TokenizerJobConfig) -> bool:
+    """A complete artifact of this run with the same tokenizer config: the same command re-run
+    reuses it, as a trained tokenizer's run resumes from its last checkpoint (new run.name: refit)."""
+    if not exists(artifact.child(HISTORY_FILE)):
+        return False
+    try:
+        _, fitted, _ = load_artifact(artifact)
+    except ArtifactError:
+        return False
+    if fitted != cfg.tokenizer:
+        return False
+    log.info("%s: RQ-KMeans already fitted by this run; reusing it (a new run.name refits)", artifact.uri)
+    return True
