@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from simcit_dist.config import CompareJobConfig, RunSection, TokenizerJobConfig
+from simcit_dist.config_loader import to_dict
+from simcit_dist.recommender.config import RecommenderConfig
 from simcit_dist.report import markdown, plots
-from simcit_dist.storage import resolve, write_bytes, write_text
+from simcit_dist.storage import StorageConfig, exists, read_json, resolve, write_bytes, write_text
 
 log = logging.getLogger(__name__)
 METRIC_KS = (5, 10, 20)
@@ -59,9 +61,27 @@ def _entry(cfg: CompareJobConfig, name: str) -> dict[str, Any]:
     # tokenizer, another external table) start a fresh run instead of failing to resume the old one.
     run = dataclasses.replace(rc.run, storage_path=f"{cfg.output}/ray",
                               name=f"recommender-{name}-{manifest['version']}")
-    report = train_and_evaluate(cfg.interactions, f"{out}/sids", rc.recommender(), f"{out}/recommender", run,
-                                cfg.storage)
+    recommender = rc.recommender()
+    report = _finished(f"{out}/recommender", str(manifest["version"]), recommender, cfg.storage)
+    if report is None:
+        report = train_and_evaluate(cfg.interactions, f"{out}/sids", recommender, f"{out}/recommender", run,
+                                    cfg.storage)
     return _row(name, kind, manifest, report)
+
+
+def _finished(output: str, sid_version: str, recommender: RecommenderConfig,
+              storage: StorageConfig) -> dict[str, Any] | None:
+    """The metrics of an earlier run of this entry on the same SIDs and recommender settings, if any:
+    a re-run after a later entry failed skips the evaluation (minutes at catalog scale)."""
+    metrics = resolve(output, storage).child("metrics.json")
+    if not exists(metrics):
+        return None
+    report = read_json(metrics)
+    settings = json.loads(json.dumps(to_dict(recommender)))  # as metrics.json holds them
+    if report.get("sid_version") != sid_version or report.get("config") != settings:
+        return None
+    log.info("reusing the finished recommender run in %s (SID version %s)", output, sid_version)
+    return report
 
 
 def _row(name: str, kind: str, manifest: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
