@@ -59,10 +59,10 @@ def _entry(cfg: CompareJobConfig, name: str) -> dict[str, Any]:
     rc = cfg.recommender
     # One recommender run per SID version: a re-run on the same SIDs resumes it, new SIDs (a retrained
     # tokenizer, another external table) start a fresh run instead of failing to resume the old one.
-    run = dataclasses.replace(rc.run, storage_path=f"{cfg.output}/ray",
-                              name=f"recommender-{name}-{manifest['version']}")
+    version = str(manifest["version"])
+    run = dataclasses.replace(rc.run, storage_path=f"{cfg.output}/ray", name=f"recommender-{name}-{version}")
     recommender = rc.recommender()
-    report = _finished(f"{out}/recommender", str(manifest["version"]), recommender, cfg.storage)
+    report = _finished(f"{out}/recommender", version, recommender, cfg.storage)
     if report is None:
         report = train_and_evaluate(cfg.interactions, f"{out}/sids", recommender, f"{out}/recommender", run,
                                     cfg.storage)
