@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +49,8 @@ from simcit_dist.data.job_configs import PrepareJobConfig
 from simcit_dist.data.parquet_io import iter_file_batches, parquet_files, read_table
 from simcit_dist.data.parquet_parts import PartWriter, hash_bucket, read_partition, write_partitioned
 from simcit_dist.data.rejects import DUPLICATE_ITEM_ID, UNKNOWN_ITEM, RejectBuffer, TableSummary
-from simcit_dist.data.run_output import RunReport, gather, run_staged, scratch_dir, write_rejects
+from simcit_dist.data.run_output import RunReport, run_staged, scratch_dir, write_rejects
+from simcit_dist.data.task_gather import gather
 from simcit_dist.data.validate import (
     INTERACTION_REFS,
     PAIR_REFS,
@@ -90,34 +92,37 @@ def _prepare(cfg: PrepareJobConfig, staged: Location, report: RunReport) -> None
     scratch = scratch_dir(staged)
     uris = [f.uri for f in catalog_files]
 
-    scans = gather([_scan_catalog.remote(f, i, modalities, cfg.num_buckets, scratch, staged)
-                    for i, f in enumerate(catalog_files)])
+    scans = gather(_scan_catalog.remote(f, i, modalities, cfg.num_buckets, scratch, staged)
+                   for i, f in enumerate(catalog_files))
     catalog = report.table("catalog")
     for summary, _ in scans:
         catalog.merge(summary)
     id_parts = _by_bucket([(scratch.child("ids", f"part-{i:06d}.parquet"), b) for i, (_, b) in enumerate(scans)])
-    dedup = gather([_dedup_bucket.remote(b, id_parts[b], scratch) for b in sorted(id_parts)])
+    dedup = gather(_dedup_bucket.remote(b, id_parts[b], scratch) for b in sorted(id_parts))
     known = {b: loc for b, (loc, _) in zip(sorted(id_parts), dedup)}
     dup_parts = _by_bucket([(scratch.child("dups", f"part-{b:05d}.parquet"), files)
                             for b, (_, files) in zip(sorted(id_parts), dedup)])
 
-    writes = [_write_catalog.remote(f, i, dup_parts.get(i, []), uris, modalities, staged)
-              for i, f in enumerate(catalog_files)]
-    ref_scans = [_scan_refs.remote(kind, f, j, cfg.num_buckets, scratch, staged) for j, (kind, f) in enumerate(ref_files)]
-    for summary in gather(writes):
+    # One window for both: the reference scans overlap the catalog writes, and a failure in
+    # either stops both before the staging prefix is deleted.
+    writes_then_scans = gather(chain(
+        (_write_catalog.remote(f, i, dup_parts.get(i, []), uris, modalities, staged)
+         for i, f in enumerate(catalog_files)),
+        (_scan_refs.remote(kind, f, j, cfg.num_buckets, scratch, staged) for j, (kind, f) in enumerate(ref_files))))
+    for summary in writes_then_scans[:len(catalog_files)]:
         catalog.merge(summary)
     if not ref_files:
         return
-    ref_results = gather(ref_scans)
+    ref_results = writes_then_scans[len(catalog_files):]
     for (kind, _), (summary, _) in zip(ref_files, ref_results):
         report.table(kind).merge(summary)
     ref_parts = _by_bucket([(scratch.child("refs", f"part-{j:06d}.parquet"), b)
                             for j, (_, b) in enumerate(ref_results)])
-    unknown = gather([_join_bucket.remote(b, known.get(b), ref_parts[b], scratch) for b in sorted(ref_parts)])
+    unknown = gather(_join_bucket.remote(b, known.get(b), ref_parts[b], scratch) for b in sorted(ref_parts))
     unknown_parts = _by_bucket([(scratch.child("unknown", f"part-{b:05d}.parquet"), files)
                                 for b, files in zip(sorted(ref_parts), unknown)])
-    for (kind, _), summary in zip(ref_files, gather([
-            _write_refs.remote(kind, f, j, unknown_parts.get(j, []), staged) for j, (kind, f) in enumerate(ref_files)])):
+    for (kind, _), summary in zip(ref_files, gather(
+            _write_refs.remote(kind, f, j, unknown_parts.get(j, []), staged) for j, (kind, f) in enumerate(ref_files))):
         report.table(kind).merge(summary)
 
 

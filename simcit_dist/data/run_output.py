@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import ray
-
 from simcit_dist.data.parquet_parts import PartWriter
 from simcit_dist.data.rejects import RejectBuffer, RejectThresholdError, TableSummary, threshold_failures
 from simcit_dist.data.schemas import REJECTS_SCHEMA
@@ -129,20 +127,3 @@ def write_rejects(staged: Location, name: str, rejects: RejectBuffer) -> None:
 def scratch_dir(staged: Location) -> Location:
     """Intermediate files of a run; hidden from listings and deleted before publishing."""
     return staged.child("_scratch")
-
-
-def gather(refs: list[ray.ObjectRef]) -> list[Any]:
-    """``ray.get`` that re-raises a failed task's own exception (a SchemaError names the file).
-
-    The other tasks are cancelled and awaited first, so none is still writing into the staging
-    prefix when the caller deletes it.
-    """
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as e:
-        for ref in refs:
-            ray.cancel(ref)
-        ray.wait(refs, num_returns=len(refs), timeout=120)
-        if isinstance(e.cause, Exception):
-            raise e.cause from e
-        raise

@@ -28,8 +28,9 @@ from simcit_dist.data.converters.common import ITEM_KEY, algr_catalog_schema, re
 from simcit_dist.data.job_configs import AlgrConfig
 from simcit_dist.data.parquet_parts import PartWriter
 from simcit_dist.data.rejects import BAD_BASE64, MALFORMED_ROW, WRONG_BYTE_LENGTH, RejectBuffer, TableSummary
-from simcit_dist.data.run_output import RunReport, gather, write_rejects
+from simcit_dist.data.run_output import RunReport, write_rejects
 from simcit_dist.data.schemas import ITEM_ID, SchemaError, embeddings_to_arrow
+from simcit_dist.data.task_gather import gather
 from simcit_dist.data.text_lines import LineRange, first_line, iter_lines, line_ranges
 from simcit_dist.storage import Location
 
@@ -55,7 +56,7 @@ def convert_item_emb_csv(loc: Location, cfg: AlgrConfig, staged: Location, repor
     columns = header_columns(loc, cfg)
     ranges = line_ranges(loc, cfg.range_bytes)
     log.info("converting %s in %d range task(s)", loc.uri, len(ranges))
-    parts = gather([_convert_range.remote(loc, rng, i, columns, cfg, staged) for i, rng in enumerate(ranges)])
+    parts = gather(_convert_range.remote(loc, rng, i, columns, cfg, staged) for i, rng in enumerate(ranges))
     catalog = report.table("catalog")
     for part in parts:
         catalog.merge(part)

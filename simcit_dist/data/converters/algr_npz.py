@@ -45,8 +45,9 @@ from simcit_dist.data.rejects import (
     RejectBuffer,
     TableSummary,
 )
-from simcit_dist.data.run_output import RunReport, gather, write_rejects
+from simcit_dist.data.run_output import RunReport, write_rejects
 from simcit_dist.data.schemas import ITEM_ID, PAIRS_SCHEMA, SchemaError, embeddings_to_arrow
+from simcit_dist.data.task_gather import gather
 from simcit_dist.storage import Location
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,15 @@ def convert_npz(loc: Location, cfg: AlgrConfig, staged: Location, report: RunRep
         report.tables["item_index"] = index.summary
     ids_ref, status_ref = ray.put(index.row_ids), ray.put(index.row_status)
     catalog = report.table("catalog")
-    for part in gather([_catalog_range.remote(loc, embeds, s, e, ids_ref, status_ref, index.id_kind, cfg, staged)
-                         for s, e in _ranges(embeds, cfg.rows_per_task)]):
+    for part in gather(_catalog_range.remote(loc, embeds, s, e, ids_ref, status_ref, index.id_kind, cfg, staged)
+                        for s, e in _ranges(embeds, cfg.rows_per_task)):
         catalog.merge(part)
     catalog.files, catalog.notes["id_kind"] = 1, index.id_kind
     catalog.add_rejects(index.id_rejects)
     if pairs is not None:
         table = report.table("pairs")
-        for part in gather([_pairs_range.remote(loc, pairs, s, e, ids_ref, status_ref, cfg, staged)
-                             for s, e in _ranges(pairs, cfg.rows_per_task)]):
+        for part in gather(_pairs_range.remote(loc, pairs, s, e, ids_ref, status_ref, cfg, staged)
+                            for s, e in _ranges(pairs, cfg.rows_per_task)):
             table.merge(part)
         table.files = 1
 

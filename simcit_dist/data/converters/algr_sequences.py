@@ -38,8 +38,9 @@ import ray
 from simcit_dist.data.job_configs import AlgrConfig
 from simcit_dist.data.parquet_parts import PartWriter, hash_bucket, read_partition, write_partitioned
 from simcit_dist.data.rejects import BAD_SID, MALFORMED_ROW, RejectBuffer, TableSummary
-from simcit_dist.data.run_output import RunReport, gather, scratch_dir, write_rejects
+from simcit_dist.data.run_output import RunReport, scratch_dir, write_rejects
 from simcit_dist.data.schemas import INTERACTIONS_SCHEMA, SchemaError
+from simcit_dist.data.task_gather import gather
 from simcit_dist.data.text_lines import LineRange, first_line, iter_lines, line_ranges
 from simcit_dist.sids.table import LATEST, MANIFEST, code_columns, sid_schema, sid_strings, version_dir
 from simcit_dist.storage import Location, write_json, write_text
@@ -111,7 +112,7 @@ def convert_sequences(loc: Location, cfg: AlgrConfig, staged: Location, report: 
     idx, num_fields = header_index(loc)
     ranges = line_ranges(loc, cfg.range_bytes)
     log.info("converting %s in %d range task(s)", loc.uri, len(ranges))
-    results = gather([_convert_range.remote(loc, rng, i, idx, num_fields, cfg, staged) for i, rng in enumerate(ranges)])
+    results = gather(_convert_range.remote(loc, rng, i, idx, num_fields, cfg, staged) for i, rng in enumerate(ranges))
     seq = report.table("sequences")
     parts: dict[int, list[tuple[Location, int]]] = {}
     for i, (summary, buckets) in enumerate(results):
@@ -119,7 +120,7 @@ def convert_sequences(loc: Location, cfg: AlgrConfig, staged: Location, report: 
         for bucket, row_group in buckets.items():
             parts.setdefault(bucket, []).append((_bucket_file(staged, i), row_group))
     seq.files = 1
-    counts = gather([_write_sid_bucket.remote(b, parts[b], cfg, staged) for b in sorted(parts)])
+    counts = gather(_write_sid_bucket.remote(b, parts[b], cfg, staged) for b in sorted(parts))
     _write_manifest(staged, cfg, sum(counts), loc.uri)
     report.table("sids").output_rows = sum(counts)
 

@@ -1,0 +1,61 @@
+"""task_gather.gather: submission order, a bounded window, and a failure that stops submitting and
+leaves no task running (so the caller can delete the staging prefix safely). No ``ray.cancel``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from simcit_dist.data.task_gather import gather
+
+
+@ray.remote
+def _work(index: int, seconds: float, markers: str, fail_at: int = -1) -> int:
+    time.sleep(seconds)
+    if index == fail_at:
+        raise ValueError(f"bad file {index}")
+    Path(markers, f"done-{index}").touch()
+    return index * 10
+
+
+def _finished(markers: Path) -> int:
+    return len(list(markers.glob("done-*")))
+
+
+def test_results_in_submission_order_with_a_bounded_window(tmp_path, ray_local) -> None:
+    pending_at_submit: list[int] = []
+
+    def submissions():
+        for i in range(8):
+            pending_at_submit.append(i - _finished(tmp_path))  # tasks submitted but not finished
+            # Later submissions are faster, so results complete out of order.
+            yield _work.remote(i, 0.4 if i < 3 else 0.05, str(tmp_path))
+
+    assert gather(submissions(), max_in_flight=3) == [i * 10 for i in range(8)]
+    assert max(pending_at_submit) <= 2, pending_at_submit  # never a 4th task while 3 are pending
+
+
+def test_failure_stops_submitting_and_waits_for_running_tasks(tmp_path, ray_local) -> None:
+    submitted: list[int] = []
+
+    def submissions():
+        for i in range(20):
+            submitted.append(i)
+            # Task 1 fails fast while task 0 is still running.
+            yield _work.remote(i, 0.05 if i == 1 else 1.0, str(tmp_path), fail_at=1)
+
+    with pytest.raises(ValueError, match="bad file 1") as raised:
+        gather(submissions(), max_in_flight=2)
+    assert isinstance(raised.value.__cause__, ray.exceptions.RayTaskError)
+    assert submitted == [0, 1]  # nothing submitted after the failure
+    assert (tmp_path / "done-0").exists()  # the task still running was awaited, not abandoned
+
+
+def test_list_of_refs_and_bad_window(ray_local, tmp_path) -> None:
+    assert gather([_work.remote(i, 0.0, str(tmp_path)) for i in range(3)]) == [0, 10, 20]
+    assert gather([]) == []
+    with pytest.raises(ValueError, match="max_in_flight must be >= 1"):
+        gather([], max_in_flight=0)
