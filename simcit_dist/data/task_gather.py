@@ -46,7 +46,11 @@ def gather(submissions: Iterable[ray.ObjectRef], max_in_flight: int | None = Non
     def submit_up_to_limit() -> None:
         nonlocal submitted
         while len(pending) < limit:
-            ref = next(source, None)
+            try:
+                ref = next(source, None)
+            except BaseException:  # building a submission failed: let the running ones finish first
+                ray.wait(list(pending), num_returns=len(pending))
+                raise
             if ref is None:
                 return
             pending[ref] = submitted

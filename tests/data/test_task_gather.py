@@ -59,3 +59,13 @@ def test_list_of_refs_and_bad_window(ray_local, tmp_path) -> None:
     assert gather([]) == []
     with pytest.raises(ValueError, match="max_in_flight must be >= 1"):
         gather([], max_in_flight=0)
+
+
+def test_a_failing_submission_waits_for_the_running_tasks(tmp_path, ray_local) -> None:
+    def submissions():
+        yield _work.remote(0, 1.0, str(tmp_path))
+        raise KeyError("no such partition")
+
+    with pytest.raises(KeyError, match="no such partition"):
+        gather(submissions(), max_in_flight=4)
+    assert (tmp_path / "done-0").exists()
