@@ -89,3 +89,13 @@ def test_missing_figures_are_recorded_as_not_measured() -> None:
     assert out["figures"][1]["value"] is None and "boom" in out["figures"][1]["note"]
     with pytest.raises(ValueError, match="not in its FIGURES"):
         to_json("demo", "Demo", result, {}, 1.0, None, ["b"])
+
+
+def test_summary_names_the_benchmarks_a_partial_run_left_out() -> None:
+    result = {"name": "assign", "title": "Assign", "seconds": 1.0, "error": None, "figures": [],
+              "machine": {"date": "d", "cpu_count": 2, "ray_version": "x"}}
+    others = [m for m in run_all.MODULES if m != "assign"]
+    summary = run_all.summary_markdown([result], "bench/results")
+    assert f"Not in these results (not run at this size yet): {', '.join(others)}" in summary
+    assert "Not in these results" not in run_all.summary_markdown(
+        [{**result, "name": m} for m in run_all.MODULES], "bench/results")
