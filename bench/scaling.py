@@ -102,7 +102,9 @@ def measured_inputs(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     tok_stage = (e2e.get("_raw") or {}).get("details", {}).get("stages", {}).get("tokenizer", {})
     machine = (tok.get("_raw") or assign.get("_raw") or {}).get("machine", {})
     cores = machine.get("physical_cores") or machine.get("cpu_count") or 1
-    read = tok.get("read_local_items_per_s") or math.nan
+    # The tokenizer bench's read collates to tensors (what training consumes); without it, the assign
+    # bench's read of the same 512-d layout (numpy batches) stands in.
+    read = tok.get("read_local_items_per_s") or assign.get("read_items_per_s") or math.nan
     inmem = tok.get("inmem_ddp_items_per_s") or math.nan
     batch = (tok.get("_raw") or {}).get("details", {}).get("setup", {}).get("global_batch", 8192)
     flops = train_flops_per_row(BENCH_MODEL, batch, pair=False)
