@@ -24,6 +24,15 @@ def _save(fig: Any, path: str) -> str:
     return path
 
 
+def _legend(ax: Any) -> None:
+    """A legend when the panel has labelled lines; otherwise say so (an entry without a training
+    history, e.g. RQ-KMeans, has nothing to plot and matplotlib would warn on an empty legend)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
 def training_curves(history: Sequence[Mapping[str, float]], path: str, title: str = "Tokenizer training") -> str:
     """Loss (total and per view) and per-level codebook perplexity over steps, plus the
     Gumbel temperature: the SimCIT paper's training-dynamics figure."""
@@ -33,15 +42,15 @@ def training_curves(history: Sequence[Mapping[str, float]], path: str, title: st
     for k in [k for k in keys if k == "loss" or k.startswith("loss_")]:
         axes[0].plot(steps, [h.get(k, np.nan) for h in history], label=k, lw=2 if k == "loss" else 1)
     axes[0].set(title="contrastive loss", xlabel="step")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     for k in [k for k in keys if k.startswith(("perplexity", "ppl"))]:
         axes[1].plot(steps, [h.get(k, np.nan) for h in history], label=k)
     axes[1].set(title="codebook perplexity per level (batch)", xlabel="step", yscale="log")
-    axes[1].legend(fontsize=7)
+    _legend(axes[1])
     for k in [k for k in keys if k in ("temperature", "lr")]:
         axes[2].plot(steps, [h.get(k, np.nan) for h in history], label=k)
     axes[2].set(title="schedules", xlabel="step", yscale="log")
-    axes[2].legend(fontsize=7)
+    _legend(axes[2])
     fig.suptitle(title)
     return _save(fig, path)
 
