@@ -13,9 +13,15 @@ from simcit_dist.data.task_gather import gather
 
 
 @ray.remote
-def _work(index: int, seconds: float, markers: str, fail_at: int = -1) -> int:
+def _work(index: int, seconds: float, markers: str, fail_at: int = -1, after_failure: bool = False) -> int:
+    # after_failure: start the sleep only once the failing task has failed, so this task is still
+    # running when the driver sees the failure however slowly Ray starts the workers.
+    deadline = time.monotonic() + 60
+    while after_failure and not Path(markers, "failed").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     time.sleep(seconds)
     if index == fail_at:
+        Path(markers, "failed").touch()
         raise ValueError(f"bad file {index}")
     Path(markers, f"done-{index}").touch()
     return index * 10
@@ -44,8 +50,8 @@ def test_failure_stops_submitting_and_waits_for_running_tasks(tmp_path, ray_loca
     def submissions():
         for i in range(20):
             submitted.append(i)
-            # Task 1 fails fast while task 0 is still running.
-            yield _work.remote(i, 0.05 if i == 1 else 1.0, str(tmp_path), fail_at=1)
+            # Task 1 fails while task 0 is still running.
+            yield _work.remote(i, 0.05 if i == 1 else 1.0, str(tmp_path), fail_at=1, after_failure=i != 1)
 
     with pytest.raises(ValueError, match="bad file 1") as raised:
         gather(submissions(), max_in_flight=2)
