@@ -77,10 +77,31 @@ def evaluate_holdout(tokenizer: Any, holdout: Any, plan: TokenizerPlan, device: 
     out["holdout/items"] = float(len(codes))
     log.info("held-back SID metrics (%d items): %s", len(codes),
              ", ".join(f"{n}={v:.4g} (random {random[n]:.4g})" for n, v in ours.items()))
+    for warning in collapse_warnings(ours, random):
+        log.warning("%s", warning)
     n = min(len(latents), PROJECTION_POINTS)
     plots = {"code_counts": code_counts(codes, k),
              "projection": {"xy": pca_2d(latents[:n]).round(4).tolist(), "c1": codes[:n, 0].tolist()}}
     return out, plots
+
+
+COLLAPSE_RATIO = 0.1
+
+
+def collapse_warnings(ours: dict[str, float], random: dict[str, float],
+                      ratio: float = COLLAPSE_RATIO) -> list[str]:
+    """One warning per level whose code perplexity on the held-back items is under ``ratio`` of that
+    of uniformly random codes: a collapsed codebook. The job still finishes (the artifact is what
+    training produced), but SID assignment would pile items onto a few code tuples and can run out
+    of suffixes, so the user hears about it here, with what prevents it."""
+    out = []
+    for name in sorted(n for n in ours if n.startswith("perplexity_l")):
+        if name in random and ours[name] < ratio * random[name]:
+            out.append(f"codebook collapse at level {name.removeprefix('perplexity_l')}: held-back perplexity "
+                       f"{ours[name]:.3g} vs {random[name]:.3g} for random codes. Keep the codebook tied to "
+                       f"the latents (simcit.commitment_weight=0.25 simcit.dead_code_reset=true, as the "
+                       f"conf/ presets do), or train longer at a lower lr.")
+    return out
 
 
 def write_outputs(tokenizer: nn.Module, plan: TokenizerPlan, state: TrainState, final: dict[str, float],
