@@ -1,6 +1,7 @@
 """Results of many Ray tasks in submission order, with a bounded window and a clean stop on failure.
 
-The data jobs fan out one task per file (or per bucket). ``gather`` takes the submissions lazily
+The data jobs fan out one task per file (or per bucket), the SID assignment one per partition.
+``gather`` takes the submissions lazily
 (a generator of ``f.remote(...)``), keeps at most ``max_in_flight`` of them pending, and on the first
 failed task submits nothing more, waits for the tasks already running, then re-raises the task's own
 exception (a ``SchemaError`` naming the file).
@@ -15,7 +16,7 @@ prefix when the caller deletes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ray
@@ -34,12 +35,20 @@ def gather(submissions: Iterable[ray.ObjectRef], max_in_flight: int | None = Non
     A failed task's own exception is re-raised (its ``RayTaskError`` chained as the cause); other Ray
     errors (a worker that died, a lost object) are re-raised as they are.
     """
+    results = dict(completed(submissions, max_in_flight))
+    return [results[i] for i in range(len(results))]
+
+
+def completed(submissions: Iterable[ray.ObjectRef],
+              max_in_flight: int | None = None) -> Iterator[tuple[int, Any]]:
+    """``(submission index, result)`` of each task as it finishes, with :func:`gather`'s window and
+    failure rules. For callers that merge results on the fly (the driver keeps no list of them) or
+    report progress."""
     limit = max_in_flight if max_in_flight is not None else default_in_flight()
     if limit < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {limit}")
     source = iter(submissions)
     pending: dict[ray.ObjectRef, int] = {}
-    results: dict[int, Any] = {}
     submitted = 0
     failure: ray.exceptions.RayError | None = None
 
@@ -62,13 +71,15 @@ def gather(submissions: Iterable[ray.ObjectRef], max_in_flight: int | None = Non
         for ref in done:
             index = pending.pop(ref)
             try:
-                results[index] = ray.get(ref)
+                result = ray.get(ref)
             except ray.exceptions.RayError as e:
                 failure = failure or e
+                continue
+            if failure is None:
+                yield index, result
         if failure is None:
             submit_up_to_limit()
     if failure is not None:
         if isinstance(failure, ray.exceptions.RayTaskError) and isinstance(failure.cause, Exception):
             raise failure.cause from failure
         raise failure
-    return [results[i] for i in range(submitted)]

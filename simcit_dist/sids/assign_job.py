@@ -18,6 +18,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from simcit_dist.config import AssignJobConfig, to_dict
 from simcit_dist.data.exchange import ExchangeSink, read_partition, write_partitions
 from simcit_dist.data.parquet_io import read_dataset, read_schema, write_table
 from simcit_dist.data.schemas import ITEM_ID, check_catalog_schema
+from simcit_dist.data.task_gather import completed
 from simcit_dist.sids import publish as pub
 from simcit_dist.sids.encode import EncodeActor
 from simcit_dist.sids.export import export_algr, write_vocab
@@ -195,10 +197,10 @@ def _stage_a_task(exchange_a: Location, exchange_b: Location, partition: int, le
 
 def _stage_a(ctx: _Context, exchange_a: Location, exchange_b: Location) -> ClassifyStats:
     cfg = ctx.cfg
-    refs = [_stage_a_task.remote(exchange_a, exchange_b, p, ctx.levels, ctx.same_tokenizer, ctx.seq, ctx.code_key,
-                                 cfg.num_partitions) for p in range(cfg.num_partitions)]
+    submissions = (_stage_a_task.remote(exchange_a, exchange_b, p, ctx.levels, ctx.same_tokenizer, ctx.seq,
+                                        ctx.code_key, cfg.num_partitions) for p in range(cfg.num_partitions))
     total = ClassifyStats()
-    for stats in _gather(refs, "stage A (ids)"):
+    for stats in _gather(submissions, cfg.num_partitions, "stage A (ids)"):
         total = total.merge(stats)
     if total.duplicates:
         raise DuplicateItemError(f"{ctx.catalog.uri}: {total.duplicates} rows repeat an item_id already in the "
@@ -255,25 +257,27 @@ def _stage_b(ctx: _Context, exchange_b: Location) -> AssignStats:
     options: dict[str, Any] = {"max_retries": 0}
     if FAIL_ENV in os.environ:  # tests: carry the fault injection to the workers
         options["runtime_env"] = {"env_vars": {FAIL_ENV: os.environ[FAIL_ENV]}}
-    refs = [_stage_b_task.options(**options).remote(exchange_b, out, p, ctx.cfg, ctx.levels, ctx.codebook_size,
-                                                    ctx.seq)
-            for p in range(ctx.cfg.num_partitions)]
+    submissions = (_stage_b_task.options(**options).remote(exchange_b, out, p, ctx.cfg, ctx.levels,
+                                                           ctx.codebook_size, ctx.seq)
+                   for p in range(ctx.cfg.num_partitions))
     total = AssignStats()
-    for stats in _gather(refs, "stage B (codes)"):
+    for stats in _gather(submissions, ctx.cfg.num_partitions, "stage B (codes)"):
         total = total.merge(stats)
     return total
 
 
-def _gather(refs: list[Any], what: str) -> Any:
-    """Yield task results as they finish (merged on the fly: driver memory stays flat)."""
-    pending = list(refs)
-    done_count = 0
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=min(len(pending), 8))
-        for ref in ready:
-            done_count += 1
-            yield ray.get(ref)
-        log.info("%s: %d/%d partitions done", what, done_count, len(refs))
+def _gather(submissions: Iterator[ray.ObjectRef], total: int, what: str) -> Iterator[Any]:
+    """Task results as they finish (merged on the fly: driver memory stays flat), with progress.
+
+    A bounded window of partitions in flight; on a failure nothing more is submitted and the tasks
+    still running are awaited before the error propagates, so none writes into the staging prefix
+    or the version directory after the caller has cleaned them up (see :mod:`task_gather`)."""
+    done = 0
+    for _, stats in completed(submissions):
+        done += 1
+        if done % 8 == 0 or done == total:
+            log.info("%s: %d/%d partitions done", what, done, total)
+        yield stats
 
 
 def _manifest(ctx: _Context, diff: ClassifyStats, stats: AssignStats, timings: dict[str, float],

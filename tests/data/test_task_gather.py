@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from simcit_dist.data.task_gather import gather
+from simcit_dist.data.task_gather import completed, gather
 
 
 @ray.remote
@@ -75,3 +75,17 @@ def test_a_failing_submission_waits_for_the_running_tasks(tmp_path, ray_local) -
     with pytest.raises(KeyError, match="no such partition"):
         gather(submissions(), max_in_flight=4)
     assert (tmp_path / "done-0").exists()
+
+
+def test_completed_yields_each_result_as_it_finishes_then_raises_the_failure(tmp_path, ray_local) -> None:
+    # Task 0 is slow: the fast ones come first, each with its submission index.
+    fast_first = list(completed((_work.remote(i, 1.0 if i == 0 else 0.0, str(tmp_path)) for i in range(4)),
+                                max_in_flight=4))
+    assert fast_first[-1] == (0, 0)
+    assert sorted(fast_first) == [(i, i * 10) for i in range(4)]
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(ValueError, match="bad file 2"):
+        for item in completed((_work.remote(i, 0.0, str(tmp_path), fail_at=2) for i in range(6)),
+                              max_in_flight=1):
+            seen.append(item)
+    assert seen == [(0, 0), (1, 10)]  # one at a time: nothing after the failure was submitted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -139,6 +140,9 @@ def test_bad_inputs_and_failures_publish_nothing(tmp_path, ray_local, monkeypatc
     monkeypatch.delenv(FAIL_ENV)
     assert latest_version(root) == first.version and _sids(str(tmp_path / "sids")) == before
     assert not (tmp_path / "sids" / "_tmp").exists()
+    time.sleep(1.0)  # a partition task still running after the failure would write its file by now
+    stray = [p for p in (tmp_path / "sids" / "versions").rglob("*.parquet") if first.version not in p.parts]
+    assert not stray, f"files of the failed version written after its clean-up: {stray}"
     # a catalog whose dims do not match the tokenizer
     wrong = small_catalog(100).rename_columns(["item_id", "emb_b", "emb_a"])
     write_catalog(wrong, str(tmp_path / "wrong"), files=1)
