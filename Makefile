@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy simcit_dist
 
 test: lint
-	$(VENV)/bin/pytest -q --timeout=900
+	$(VENV)/bin/pytest -q --timeout=900 --durations=25
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
