@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from bench.common import (
 )
 from bench.memory import MemoryMonitor
 
+REPO = Path(__file__).resolve().parents[1]
 NAME = "e2e"
 TITLE = "End to end: generate -> tokenizer -> assign -> next day -> re-tokenize (cost per item, memory)"
 FIGURES = [
@@ -49,10 +51,18 @@ class E2EConfig:
     num_tasks: int = 4  # generator tasks
     reuse_data: bool = False  # keep an already generated catalog of the same config
     monitor_interval_s: float = 0.5
+    # The tokenizer section of the AL-GR preset (what users run on this catalog shape), with a
+    # codebook size fit for the catalog and dead-code resets scaled to a short run. At 1M items and
+    # 50 steps of 8192 the bare SimCITConfig() defaults gave 8 distinct SIDs among 5,000 held-back
+    # items, the preset's terms 175 (at most 436 items on one): still too few for 1M items within
+    # max_suffix 4095, so the full-size run stops at assignment until SimCIT trains longer.
+    tokenizer_preset: Path = REPO / "conf" / "tokenizer_algr.yaml"
+    codebook_size: int = 256  # the preset's 8192 costs ~20 s per 8192-row step on 2 CPU cores (e2e_10m.py --codebook-size)
 
 
 def run(ctx: BenchContext) -> BenchResult:
     cfg = E2EConfig(num_items=ctx.pick(5_000, 1_000_000), run_dir=ctx.work / "run", steps=ctx.pick(4, 50),
+                    codebook_size=ctx.pick(64, 256),
                     batch_size=ctx.pick(512, 8192), num_partitions=ctx.pick(4, 64),
                     join_partitions=ctx.pick(2, 32), monitor_interval_s=ctx.pick(0.1, 0.5))
     report = run_e2e(cfg)
@@ -84,6 +94,7 @@ def _timed(name: str, fn: Callable[[], Any], out: dict[str, Any], interval: floa
 
 def run_e2e(cfg: E2EConfig) -> dict[str, Any]:
     from simcit_dist.config import NextDayConfig
+    from simcit_dist.config_loader import to_dict
     from simcit_dist.data.generate import generate_synthetic
     from simcit_dist.data.next_day import simulate_next_day
 
@@ -91,6 +102,7 @@ def run_e2e(cfg: E2EConfig) -> dict[str, Any]:
     data, day2 = cfg.run_dir / "data", cfg.run_dir / "day2" / "catalog"
     stages: dict[str, Any] = {}
     iv = cfg.monitor_interval_s
+    clear_previous_run(cfg.run_dir, keep_data=cfg.reuse_data)
     with MemoryMonitor(interval_s=iv) as whole:
         if cfg.reuse_data and (data / "dataset.json").exists():
             stages["generate"] = {"seconds": math.nan, "memory": {}, "reused": True}
@@ -103,9 +115,25 @@ def run_e2e(cfg: E2EConfig) -> dict[str, Any]:
         nightly = _timed("retokenize", lambda: _assign(cfg, day2, tok.artifact_uri, "LATEST"), stages, iv)
     _summarise(cfg, stages, tok, assign, counts, nightly)
     report = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()},
+              "tokenizer": to_dict(e2e_tokenizer(cfg)),
               "catalog_gb": directory_bytes(data / "catalog") / 1e9, "stages": stages,
               "memory": whole.report().summary_mb(), "workers": [w.__dict__ for w in whole.report().workers[:12]]}
     return report
+
+
+def clear_previous_run(run_dir: Path, keep_data: bool) -> None:
+    """Remove an earlier run's outputs: its tokenizer checkpoints would otherwise be *resumed* (the
+    job continues a run of the same name), so a rerun would time a finished run and reuse its
+    tokenizer. ``data/`` stays when it is to be reused."""
+    if not run_dir.is_dir():
+        return
+    for child in run_dir.iterdir():
+        if keep_data and child.name == "data":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _train_tokenizer(cfg: E2EConfig, data: Path) -> Any:
@@ -118,6 +146,7 @@ def _train_tokenizer(cfg: E2EConfig, data: Path) -> Any:
     from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
 
     job = TokenizerJobConfig(
+        tokenizer=e2e_tokenizer(cfg),
         data=TokenizerDataConfig(catalog=str(data / "catalog"), pairs=str(data / "pairs"), modalities=["emb"],
                                  join_partitions=cfg.join_partitions, holdout_fraction=0.01,
                                  holdout_max_items=5000),
@@ -127,6 +156,17 @@ def _train_tokenizer(cfg: E2EConfig, data: Path) -> Any:
         run=RunSection(storage_path=str(cfg.run_dir / "ray"), name="tokenizer", run_dir=str(cfg.run_dir / "tokenizer")),
     )
     return run_tokenizer_training(job)
+
+
+def e2e_tokenizer(cfg: E2EConfig) -> Any:
+    """The preset's tokenizer section with ``cfg.codebook_size`` codes per level and about five
+    dead-code resets over the run (the preset's every-200-steps never fires in a short run)."""
+    from simcit_dist.config_loader import build, load_yaml
+    from simcit_dist.tokenizer.config import TokenizerConfig
+
+    section = load_yaml(cfg.tokenizer_preset)["tokenizer"]
+    section["simcit"].update(codebook_size=cfg.codebook_size, dead_code_every=max(2, cfg.steps // 5))
+    return build(TokenizerConfig, section, "tokenizer")
 
 
 def _assign(cfg: E2EConfig, catalog: Path, artifact: str, previous: str | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--run-dir", default=str(REPO / "runs" / "e2e-10m"))
     parser.add_argument("--steps", type=int, default=100, help="tokenizer optimizer steps")
     parser.add_argument("--batch-size", type=int, default=8192, help="tokenizer global batch")
+    parser.add_argument("--codebook-size", type=int, default=8192, help="codes per level (AL-GR preset: 8192)")
     parser.add_argument("--num-partitions", type=int, default=64, help="SID exchange partitions")
     parser.add_argument("--join-partitions", type=int, default=64, help="partitions of the pair-view join")
     parser.add_argument("--reuse-data", action="store_true", help="keep an already generated catalog")
@@ -38,7 +39,7 @@ def main() -> None:
     machine = machine_info(smoke=False)  # the load average before the run starts
     start_ray()
     cfg = E2EConfig(num_items=args.items, run_dir=Path(args.run_dir), steps=args.steps, batch_size=args.batch_size,
-                    num_partitions=args.num_partitions, join_partitions=args.join_partitions,
+                    codebook_size=args.codebook_size, num_partitions=args.num_partitions, join_partitions=args.join_partitions,
                     reuse_data=args.reuse_data)
     report = run_e2e(cfg)
     report["machine"] = machine

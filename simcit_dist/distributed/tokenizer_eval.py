@@ -98,9 +98,11 @@ def collapse_warnings(ours: dict[str, float], random: dict[str, float],
     for name in sorted(n for n in ours if n.startswith("perplexity_l")):
         if name in random and ours[name] < ratio * random[name]:
             out.append(f"codebook collapse at level {name.removeprefix('perplexity_l')}: held-back perplexity "
-                       f"{ours[name]:.3g} vs {random[name]:.3g} for random codes. Keep the codebook tied to "
-                       f"the latents (simcit.commitment_weight=0.25 simcit.dead_code_reset=true, as the "
-                       f"conf/ presets do), or train longer at a lower lr.")
+                       f"{ours[name]:.3g} vs {random[name]:.3g} for random codes; SID assignment will pile "
+                       f"items onto few code tuples and may run out of suffixes. Train longer (hard codes "
+                       f"carry the information only once the temperature has annealed) and keep the "
+                       f"codebook tied to the latents (simcit.commitment_weight=0.25 "
+                       f"simcit.dead_code_reset=true, as the conf/ presets do).")
     return out
 
 

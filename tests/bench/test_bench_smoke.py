@@ -99,3 +99,16 @@ def test_summary_names_the_benchmarks_a_partial_run_left_out() -> None:
     assert f"Not in these results (not run at this size yet): {', '.join(others)}" in summary
     assert "Not in these results" not in run_all.summary_markdown(
         [{**result, "name": m} for m in run_all.MODULES], "bench/results")
+
+
+def test_e2e_rerun_starts_from_a_clean_run_directory(tmp_path: Path) -> None:
+    from bench.bench_e2e import clear_previous_run
+
+    for keep in (True, False):
+        run = tmp_path / f"run-{keep}"
+        (run / "ray" / "tokenizer" / "checkpoint_000001").mkdir(parents=True)  # would be resumed
+        (run / "data" / "catalog").mkdir(parents=True)
+        (run / "report.json").write_text("{}")
+        clear_previous_run(run, keep_data=keep)
+        assert sorted(p.name for p in run.iterdir()) == (["data"] if keep else [])
+    clear_previous_run(tmp_path / "never-run", keep_data=False)  # nothing to clear
