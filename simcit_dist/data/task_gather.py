@@ -1,10 +1,10 @@
 """Results of many Ray tasks in submission order, with a bounded window and a clean stop on failure.
 
 The data jobs fan out one task per file (or per bucket), the SID assignment one per partition.
-``gather`` takes the submissions lazily
-(a generator of ``f.remote(...)``), keeps at most ``max_in_flight`` of them pending, and on the first
-failed task submits nothing more, waits for the tasks already running, then re-raises the task's own
-exception (a ``SchemaError`` naming the file).
+``gather`` takes the submissions lazily (a generator of ``f.remote(...)``), keeps at most
+``max_in_flight`` of them pending, and on the first failed task submits nothing more, waits for the
+tasks already running, then re-raises the task's own exception (a ``SchemaError`` naming the file).
+``completed`` does the same but yields each result as its task finishes.
 
 Why it never calls ``ray.cancel``: in Ray 2.60 a cancel that races a task finishing aborts the
 *driver* (``RAY_CHECK`` "Tried to complete task that was not pending" in ``task_manager.cc``; see
