@@ -28,6 +28,7 @@ def _strict(text: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.bench_smoke
 @pytest.mark.timeout(1800)  # ~11 min on 2 idle cores: over the suite's 900 s per-test limit when the machine is busy
 def test_smoke_suite_writes_every_figure(tmp_path: Path) -> None:
     readme_before = (REPO / "README.md").read_text()
