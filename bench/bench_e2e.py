@@ -57,7 +57,8 @@ class E2EConfig:
     # items, the preset's terms 175 (at most 436 items on one): still too few for 1M items within
     # max_suffix 4095, so the full-size run stops at assignment until SimCIT trains longer.
     tokenizer_preset: Path = REPO / "conf" / "tokenizer_algr.yaml"
-    codebook_size: int = 256  # the preset's 8192 costs ~20 s per 8192-row step on 2 CPU cores (e2e_10m.py --codebook-size)
+    # The preset's 8192 costs ~20 s per 8192-row step on 2 CPU cores (e2e_10m.py --codebook-size).
+    codebook_size: int = 256
 
 
 def run(ctx: BenchContext) -> BenchResult:
@@ -103,19 +104,20 @@ def run_e2e(cfg: E2EConfig) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     iv = cfg.monitor_interval_s
     clear_previous_run(cfg.run_dir, keep_data=cfg.reuse_data)
+    tokenizer = e2e_tokenizer(cfg)
     with MemoryMonitor(interval_s=iv) as whole:
         if cfg.reuse_data and (data / "dataset.json").exists():
             stages["generate"] = {"seconds": math.nan, "memory": {}, "reused": True}
         else:
             _timed("generate", lambda: generate_synthetic(syn, str(data), None, cfg.num_tasks, True, False), stages, iv)
-        tok = _timed("tokenizer", lambda: _train_tokenizer(cfg, data), stages, iv)
+        tok = _timed("tokenizer", lambda: _train_tokenizer(cfg, data, tokenizer), stages, iv)
         assign = _timed("assign", lambda: _assign(cfg, data / "catalog", tok.artifact_uri, None), stages, iv)
         counts = _timed("next_day", lambda: simulate_next_day(str(data / "catalog"), str(day2), NextDayConfig(), syn),
                         stages, iv)
         nightly = _timed("retokenize", lambda: _assign(cfg, day2, tok.artifact_uri, "LATEST"), stages, iv)
     _summarise(cfg, stages, tok, assign, counts, nightly)
     report = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()},
-              "tokenizer": to_dict(e2e_tokenizer(cfg)),
+              "tokenizer": to_dict(tokenizer),
               "catalog_gb": directory_bytes(data / "catalog") / 1e9, "stages": stages,
               "memory": whole.report().summary_mb(), "workers": [w.__dict__ for w in whole.report().workers[:12]]}
     return report
@@ -136,7 +138,7 @@ def clear_previous_run(run_dir: Path, keep_data: bool) -> None:
             child.unlink()
 
 
-def _train_tokenizer(cfg: E2EConfig, data: Path) -> Any:
+def _train_tokenizer(cfg: E2EConfig, data: Path, tokenizer: Any) -> Any:
     from simcit_dist.config import (
         RunSection,
         TokenizerDataConfig,
@@ -146,7 +148,7 @@ def _train_tokenizer(cfg: E2EConfig, data: Path) -> Any:
     from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
 
     job = TokenizerJobConfig(
-        tokenizer=e2e_tokenizer(cfg),
+        tokenizer=tokenizer,
         data=TokenizerDataConfig(catalog=str(data / "catalog"), pairs=str(data / "pairs"), modalities=["emb"],
                                  join_partitions=cfg.join_partitions, holdout_fraction=0.01,
                                  holdout_max_items=5000),

@@ -39,8 +39,8 @@ def main() -> None:
     machine = machine_info(smoke=False)  # the load average before the run starts
     start_ray()
     cfg = E2EConfig(num_items=args.items, run_dir=Path(args.run_dir), steps=args.steps, batch_size=args.batch_size,
-                    codebook_size=args.codebook_size, num_partitions=args.num_partitions, join_partitions=args.join_partitions,
-                    reuse_data=args.reuse_data)
+                    codebook_size=args.codebook_size, num_partitions=args.num_partitions,
+                    join_partitions=args.join_partitions, reuse_data=args.reuse_data)
     report = run_e2e(cfg)
     report["machine"] = machine
     command = "python bench/e2e_10m.py " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "make e2e-10m"
