@@ -62,6 +62,7 @@ class SimCITConfig:
     codebook_size: int = 256
     shared_codebook: bool = False  # one codebook for every level instead of one per level
     codebook_init: Literal["kmeans", "normal"] = "kmeans"  # k-means on the first batch's residuals
+    center_init: bool = True  # first batch: shift the encoders' output biases so its latents average 0
     kmeans_iters: int = 10
     proj_dim: int = 96
     projection: Literal["linear", "mlp"] = "linear"  # heads g (reconstruction) and h_m (views)

@@ -171,6 +171,35 @@ def test_first_training_batch_initialises_codebooks_from_gathered_latents(catalo
     assert torch.equal(models[0].quantizer.codebooks, models[1].quantizer.codebooks)
     torch.testing.assert_close(models[0].quantizer.codebooks, ref.quantizer.codebooks)
     assert bool(models[0].quantizer.initialized)
+    for e0, e1, e_ref in zip(models[0].encoders, models[1].encoders, ref.encoders):  # centred on the global batch
+        assert torch.equal(e0[-1].bias, e1[-1].bias)
+        torch.testing.assert_close(e0[-1].bias, e_ref[-1].bias, rtol=1e-5, atol=1e-6)
+
+
+def _mean_pairwise_cosine(z: torch.Tensor) -> float:
+    u = torch.nn.functional.normalize(z, dim=-1)
+    return float((u @ u.t()).mean())
+
+
+def test_first_batch_centres_each_encoders_latents(catalog: Catalog) -> None:
+    batch = catalog.rows(torch.arange(200))
+    first = sorted(catalog.dims)[0]
+    batch[first][:50] = float("nan")  # a missing modality: its mean is over the present rows only
+    deep = {"hidden_dims": [512, 256, 128], "latent_dim": 96}  # the default encoder depth
+    plain = make("simcit", catalog, center_init=False, **deep)
+    before = [e[-1].bias.detach().clone() for e in plain.encoders]
+    plain.init_codebooks(batch)
+    assert all(torch.equal(e[-1].bias, b) for e, b in zip(plain.encoders, before))
+    model = make("simcit", catalog, **deep)  # same seed: the same weights before the init
+    model.init_codebooks(batch)
+    z_m, present = model.encode_modalities(batch)
+    for i in range(len(model.modalities)):
+        rows = z_m[present[:, i], i].detach()
+        assert rows.shape[0] == (150 if i == 0 else 200)
+        assert float(rows.mean(0).abs().max()) < 1e-5
+    z_plain, z_centred = plain.latent(batch), model.latent(batch)
+    assert _mean_pairwise_cosine(z_plain) > 0.5  # an untrained SiLU MLP maps items to one direction
+    assert _mean_pairwise_cosine(z_centred) < 0.1
 
 
 def test_build_tokenizer_concatenates_modalities_in_sorted_order(catalog: Catalog) -> None:
