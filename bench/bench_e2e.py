@@ -161,13 +161,14 @@ def _train_tokenizer(cfg: E2EConfig, data: Path, tokenizer: Any) -> Any:
 
 
 def e2e_tokenizer(cfg: E2EConfig) -> Any:
-    """The preset's tokenizer section with ``cfg.codebook_size`` codes per level and about five
-    dead-code resets over the run (the preset's every-200-steps never fires in a short run)."""
+    """The preset's tokenizer section with ``cfg.codebook_size`` codes per level and about ten
+    dead-code resets over the run (the preset's every-200-steps never fires in a short run; on
+    196k AL-GR-like items, 50 steps, resets every 5 steps left 7,027 distinct SIDs, every 10 5,696)."""
     from simcit_dist.config_loader import build, load_yaml
     from simcit_dist.tokenizer.config import TokenizerConfig
 
     section = load_yaml(cfg.tokenizer_preset)["tokenizer"]
-    section["simcit"].update(codebook_size=cfg.codebook_size, dead_code_every=max(2, cfg.steps // 5))
+    section["simcit"].update(codebook_size=cfg.codebook_size, dead_code_every=max(2, cfg.steps // 10))
     return build(TokenizerConfig, section, "tokenizer")
 
 
