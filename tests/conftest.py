@@ -1,8 +1,10 @@
-"""Shared fixtures: one local Ray per test module, one moto S3 server per session, shared data paths."""
+"""Shared fixtures: one local Ray and one moto S3 server per session, shared data paths."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,21 +22,61 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """A fresh local Ray per test module (start-up ~5 s). One instance for the whole session let
-    state from earlier modules leak into later ones: in CI, after the recommender tests, Ray Data's
-    encoder actors of the SID-assignment tests stayed pending forever although alive."""
+RAY_CPUS = 4  # logical CPUs on a 2-core machine: 2 train workers plus Ray Data read tasks must fit
+log = logging.getLogger(__name__)
+
+
+def _start_ray() -> None:
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    # 4 logical CPUs on a 2-core machine: 2 train workers plus Ray Data read tasks must fit.
     # address="local": never join another Ray instance on the machine.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}})
+
+
+def _ours() -> bool:
+    """The running Ray is the fixture's (not one that Ray Data auto-started with other resources)."""
+    import ray
+
+    return ray.is_initialized() and ray.cluster_resources().get("CPU") == RAY_CPUS
+
+
+def _cpus_free(timeout_s: float) -> bool:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) >= RAY_CPUS:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture(scope="session")
+def _ray_session() -> Iterator[None]:
     yield
+    import ray
+
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session: None) -> Iterator[None]:
+    """One local Ray for the session (start-up ~4 s, paid once), started by the first module that
+    needs it. After each module every CPU must be free again; if a module left actors or tasks
+    holding some, the next module gets a fresh Ray rather than a starved one (a fork of this
+    process once left the SID-assignment encoder actors of later modules pending forever)."""
+    import ray
+
+    if not _ours():
+        if ray.is_initialized():
+            ray.shutdown()
+        _start_ray()
+    yield
+    if not _cpus_free(timeout_s=15):
+        log.warning("Ray CPUs still held after this module (%s of %d free): restarting Ray for the next",
+                    ray.available_resources().get("CPU", 0.0), RAY_CPUS)
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
