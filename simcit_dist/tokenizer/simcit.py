@@ -251,7 +251,8 @@ class SimCIT(nn.Module):
         10 steps). Centred, the latents start ~orthogonal and the loss goes below chance instead.
         """
         z_m, present = self.encode_modalities(batch)  # (B, M, D), (B, M)
-        mask = present.unsqueeze(-1).to(z_m.dtype)
+        z_m = z_m.float()  # sums in float32 also when the first step runs under bf16 autocast
+        mask = present.unsqueeze(-1).float()
         stats = torch.cat([(z_m * mask).sum(0), mask.sum(0)], dim=1)  # (M, D + 1): sums, counts
         if gather is not None:
             stats = gather(stats.unsqueeze(0)).sum(0)
