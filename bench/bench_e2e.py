@@ -111,7 +111,7 @@ def run_e2e(cfg: E2EConfig) -> dict[str, Any]:
     clear_previous_run(cfg.run_dir, keep_data=cfg.reuse_data)
     tokenizer = e2e_tokenizer(cfg)
     with MemoryMonitor(interval_s=iv) as whole:
-        if cfg.reuse_data and (data / "dataset.json").exists():
+        if cfg.reuse_data and generated_with(data, syn):
             stages["generate"] = {"seconds": math.nan, "memory": {}, "reused": True}
         else:
             _timed("generate", lambda: generate_synthetic(syn, str(data), None, cfg.num_tasks, True, False), stages, iv)
@@ -141,6 +141,17 @@ def clear_previous_run(run_dir: Path, keep_data: bool) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+def generated_with(data: Path, syn: Any) -> bool:
+    """``data/`` holds a finished catalog generated with exactly the config ``syn`` (its
+    ``dataset.json`` is written last, on publish). Another size or seed is not reused."""
+    from simcit_dist.config_loader import to_dict
+
+    manifest = data / "dataset.json"
+    if not manifest.exists():
+        return False
+    return bool(json.loads(manifest.read_text()).get("config") == json.loads(json.dumps(to_dict(syn))))
 
 
 def _train_tokenizer(cfg: E2EConfig, data: Path, tokenizer: Any) -> Any:

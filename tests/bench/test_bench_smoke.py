@@ -113,3 +113,16 @@ def test_e2e_rerun_starts_from_a_clean_run_directory(tmp_path: Path) -> None:
         clear_previous_run(run, keep_data=keep)
         assert sorted(p.name for p in run.iterdir()) == (["data"] if keep else [])
     clear_previous_run(tmp_path / "never-run", keep_data=False)  # nothing to clear
+
+
+def test_e2e_reuses_only_a_catalog_of_the_same_config(tmp_path: Path) -> None:
+    from bench.bench_e2e import generated_with
+    from bench.common import algr_like
+    from simcit_dist.config_loader import to_dict
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert not generated_with(data, algr_like(1000, pairs_per_item=1.0))  # nothing generated yet
+    (data / "dataset.json").write_text(json.dumps({"config": to_dict(algr_like(1000, pairs_per_item=1.0))}))
+    assert generated_with(data, algr_like(1000, pairs_per_item=1.0))
+    assert not generated_with(data, algr_like(2000, pairs_per_item=1.0))  # another size
