@@ -43,7 +43,9 @@ TITLE = "Peak RSS of the driver and of each Ray worker vs catalog size (streamed
 SIZE_NAMES = ("small", "medium", "large")
 FIGURES = [
     *(f"driver_peak_rss_mb_{s}" for s in SIZE_NAMES), "driver_rss_spread",
-    *(f"worker_peak_rss_mb_{s}" for s in SIZE_NAMES), "worker_rss_spread", "worker_anon_spread",
+    *(f"worker_peak_rss_mb_{s}" for s in SIZE_NAMES), "worker_rss_spread",
+    *(f"worker_peak_rss_no_store_mb_{s}" for s in SIZE_NAMES), "worker_rss_no_store_spread", "worker_anon_spread",
+    "worker_peak_store_pages_mb_large", "object_store_gb",
     "assign_job_us_per_item_small", "assign_job_us_per_item_large", "collision_stage_scaling",
     "retokenize_job_us_per_item_small", "retokenize_job_us_per_item_large", "retokenize_job_scaling",
 ]
@@ -68,10 +70,23 @@ def run(ctx: BenchContext) -> BenchResult:
         if name == "driver":
             res.add("driver_rss_spread", spread([r["memory"][key] for r in rows]), "fraction", ("<=", 0.15),
                     note="max |peak / peak at the smallest size - 1|")
+    # A pooled worker's RSS also counts every object-store page it has ever written or read (shared
+    # memory, one copy for the whole node, capped by object_store_memory): that part grows with the
+    # length of the run, not with what the worker holds. The flatness target is on RSS without those
+    # pages; the raw RSS is reported beside it.
     res.add("worker_rss_spread", spread([r["memory"]["worker_peak_rss_mb"] for r in rows]), "fraction",
-            ("<=", 0.15), note="largest worker peak per size, vs the smallest size")
+            note="largest worker peak RSS per size vs the smallest size, object-store pages included")
+    for size_name, n, r in zip(SIZE_NAMES, sizes, rows):
+        res.add(f"worker_peak_rss_no_store_mb_{size_name}", r["memory"]["worker_peak_rss_no_store_mb"], "MiB",
+                note=f"{n:,} items; RSS minus the object-store pages (RssShmem)")
+    res.add("worker_rss_no_store_spread", spread([r["memory"]["worker_peak_rss_no_store_mb"] for r in rows]),
+            "fraction", ("<=", 0.15), note="largest worker peak of RSS minus object-store pages, vs the smallest size")
     res.add("worker_anon_spread", spread([r["memory"]["worker_peak_anon_mb"] for r in rows]), "fraction",
-            note="same for private memory only (RSS minus shared object-store pages)")
+            note="same for private memory only (RssAnon: what Ray's memory monitor charges a worker)")
+    res.add("worker_peak_store_pages_mb_large", rows[-1]["memory"]["worker_peak_shmem_mb"], "MiB",
+            note=f"{sizes[-1]:,} items: most object-store pages one worker had mapped")
+    res.add("object_store_gb", rows[-1].get("object_store_gb", float("nan")), "GB",
+            note="object_store_memory of the local Ray: the bound on those pages")
     first, last = rows[0], rows[-1]
     res.add("assign_job_us_per_item_small", first["assign"]["us_per_item"], "us/item", note=f"{sizes[0]:,} items")
     res.add("assign_job_us_per_item_large", last["assign"]["us_per_item"], "us/item", note=f"{sizes[-1]:,} items")
@@ -129,6 +144,8 @@ def measure_in_child(ctx: BenchContext, n: int, data: Path, day2: Path, attempts
 
 
 def measure_one(n: int, catalog: Path, day2: Path, work: Path, interval: float, smoke: bool) -> dict[str, Any]:
+    import ray
+
     from bench.bench_assign import assignment_job
     from simcit_dist.config import AssignJobConfig
 
@@ -151,7 +168,8 @@ def measure_one(n: int, catalog: Path, day2: Path, work: Path, interval: float, 
     memory = report.to_dict()
     memory["workers"] = memory["workers"][:12]  # the largest ones
     shutil.rmtree(work / "sids", ignore_errors=True)
-    return {"items": n, "assign": assign, "nightly": nightly, "memory": memory}
+    store_gb = ray.cluster_resources().get("object_store_memory", float("nan")) / 1e9
+    return {"items": n, "assign": assign, "nightly": nightly, "memory": memory, "object_store_gb": store_gb}
 
 
 def child_main() -> None:

@@ -13,7 +13,11 @@ Peak RSS is exact on Linux: each sample also reads the kernel's high-water mark 
 from ``/proc/<pid>/status``, so a spike between two samples is not missed (VmHWM covers the
 process's whole life: start a fresh Ray per measurement). ``RssAnon`` (private heap) and
 ``RssShmem`` (pages of Ray's shared-memory object store the process touched) are sampled
-too, because RSS counts shared object-store pages in every process that reads them.
+too, because RSS counts shared object-store pages in every process that reads them: a pooled
+worker's RSS grows with every page of the object store it has ever written or read (up to the
+store's size, ``object_store_memory``), however flat its own memory. ``VmRSS - RssShmem`` (RSS
+without those pages; Ray's memory monitor goes further and charges a worker RSS minus all shared
+pages) is sampled as well.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class ProcessPeak:
     peak_sampled_rss: int = 0  # bytes: max of sampled VmRSS only
     peak_anon: int = 0  # bytes: sampled RssAnon (private memory)
     peak_shmem: int = 0  # bytes: sampled RssShmem (shared memory, e.g. the object store)
+    peak_rss_no_store: int = 0  # bytes: sampled VmRSS - RssShmem (RSS without the object-store pages)
     samples: int = 0
     tasks: list[str] = field(default_factory=list)  # every task/actor name seen (a pooled worker runs many)
 
@@ -46,6 +51,7 @@ class ProcessPeak:
         self.peak_sampled_rss = max(self.peak_sampled_rss, mem["rss"])
         self.peak_anon = max(self.peak_anon, mem.get("anon", 0))
         self.peak_shmem = max(self.peak_shmem, mem.get("shmem", 0))
+        self.peak_rss_no_store = max(self.peak_rss_no_store, mem["rss"] - mem.get("shmem", 0))
         self.samples += 1
 
 
@@ -100,6 +106,10 @@ class MemoryReport:
     def max_worker_anon(self) -> int:
         return max((w.peak_anon for w in self.workers), default=0)
 
+    @property
+    def max_worker_rss_no_store(self) -> int:
+        return max((w.peak_rss_no_store for w in self.workers), default=0)
+
     def summary_mb(self) -> dict[str, float]:
         """The figures the benchmarks record (MiB)."""
         return {
@@ -108,6 +118,7 @@ class MemoryReport:
             "worker_peak_rss_mb": self.max_worker_rss / MiB,
             "worker_peak_anon_mb": self.max_worker_anon / MiB,
             "worker_peak_shmem_mb": max((w.peak_shmem for w in self.workers), default=0) / MiB,
+            "worker_peak_rss_no_store_mb": self.max_worker_rss_no_store / MiB,
             "workers_seen": float(len(self.workers)),
         }
 

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psutil
 import pytest
@@ -80,6 +81,41 @@ def test_spike_between_samples_is_not_missed() -> None:
     assert now is not None and now["rss"] < 150 * MiB  # the memory really was given back
     (peak,) = mon.report().workers
     assert peak.peak_rss > 200 * MiB
+
+
+# Writes ``mb`` MiB into a POSIX shared-memory segment (tmpfs pages, like Ray's object store), says "ready".
+SHARED_CHILD = """
+import sys
+from multiprocessing import shared_memory
+mb = int(sys.argv[1])
+shm = shared_memory.SharedMemory(create=True, size=mb * 1024 * 1024)
+shm.buf[::4096] = b"s" * len(shm.buf[::4096])
+print("ready", flush=True)
+sys.stdin.read()
+shm.close()
+shm.unlink()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not Path("/dev/shm").is_dir(),
+                    reason="RssShmem is read from /proc; needs /dev/shm")
+def test_shared_pages_count_in_rss_but_not_in_rss_without_store() -> None:
+    """Pages of a shared segment (what object-store reads leave in a worker's RSS) are split out."""
+    proc = subprocess.Popen([sys.executable, "-c", SHARED_CHILD, "160", MARKER],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with MemoryMonitor(interval_s=0.05, worker_filter=_marked) as mon:
+            time.sleep(0.2)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    (peak,) = mon.report().workers
+    assert peak.peak_shmem >= 150 * MiB
+    assert peak.peak_rss >= peak.peak_rss_no_store + 150 * MiB
+    assert peak.peak_rss_no_store < 120 * MiB  # an interpreter, not the segment
+    assert mon.report().summary_mb()["worker_peak_rss_no_store_mb"] == peak.peak_rss_no_store / MiB
 
 
 def test_bad_interval_is_rejected() -> None:
