@@ -88,6 +88,10 @@ class TokenizerDataConfig:
     pairs: str | None = None  # co-occurrence pairs -> the partner (behavioural) view
     pair_views: str | None = None  # where the joined item+partner table is written; None -> under the run
     join_partitions: int = 16  # hash partitions of the Ray Data pair join
+    # Items (by id hash) the pair view is built for, and so trained on. The view holds ~(1 + 2 pairs per
+    # item) rows of two embeddings per catalog item: a run that consumes only part of it (few steps
+    # over a huge catalog) can build that part alone.
+    pair_view_fraction: float = 1.0
     holdout_fraction: float = 0.01  # items held back (by item_id hash) for the end-of-training SID metrics
     holdout_max_items: int = 20_000
     shuffle_files: bool = True  # new file order every epoch (seeded)
@@ -97,6 +101,8 @@ class TokenizerDataConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout_fraction < 0.5:
             raise ValueError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}")
+        if not 0.0 < self.pair_view_fraction <= 1.0:
+            raise ValueError(f"pair_view_fraction must be in (0, 1], got {self.pair_view_fraction}")
         if self.join_partitions < 1 or self.holdout_max_items < 0 or self.shuffle_buffer < 0:
             raise ValueError("join_partitions must be >= 1; holdout_max_items and shuffle_buffer >= 0")
 

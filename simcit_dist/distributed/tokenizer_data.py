@@ -9,6 +9,7 @@ written as Parquet and every epoch just streams it. No process ever holds the ca
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -26,7 +27,15 @@ from ray.data.collate_fn import ArrowBatchCollateFn
 from simcit_dist.data.exchange import ExchangeSink, read_partition, write_partitions
 from simcit_dist.data.parquet_io import parquet_files, read_dataset, read_schema, write_table
 from simcit_dist.data.schemas import ITEM_ID, arrow_to_embeddings, check_catalog_schema, embedding_columns
-from simcit_dist.storage import Location, delete_dir, exists, replace_dir, staging_sibling, write_text
+from simcit_dist.storage import (
+    Location,
+    delete_dir,
+    exists,
+    read_text,
+    replace_dir,
+    staging_sibling,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +44,27 @@ PARTNER_PREFIX = "partner:"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive ids evenly
 
 
-def holdout_mask(item_ids: np.ndarray, fraction: float) -> np.ndarray:
-    """True for items held back from training. Depends only on the id, so every worker, epoch
-    and job (training, benchmarks) agrees on the split without any shared state."""
+_ANCHOR_SALT = 0x5BD1E995  # makes the pair-view sample independent of the held-back split
+
+
+def id_fraction_mask(item_ids: np.ndarray, fraction: float, salt: int = 0) -> np.ndarray:
+    """True for about ``fraction`` of the ids, chosen by a hash of the id (and ``salt``) alone."""
     if fraction <= 0:
         return np.zeros(len(item_ids), dtype=bool)
     with np.errstate(over="ignore"):
-        h = (item_ids.astype(np.uint64) * _GOLDEN) >> np.uint64(40)
+        h = ((item_ids.astype(np.uint64) ^ np.uint64(salt)) * _GOLDEN) >> np.uint64(40)
     return (h % np.uint64(1_000_000)) < np.uint64(round(fraction * 1_000_000))
+
+
+def holdout_mask(item_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """True for items held back from training. Depends only on the id, so every worker, epoch
+    and job (training, benchmarks) agrees on the split without any shared state."""
+    return id_fraction_mask(item_ids, fraction)
+
+
+def anchor_mask(item_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """True for the items the pair view is built for (all of them at ``fraction`` 1)."""
+    return np.ones(len(item_ids), dtype=bool) if fraction >= 1 else id_fraction_mask(item_ids, fraction, _ANCHOR_SALT)
 
 
 def resolve_modalities(catalog: Location, wanted: Sequence[str]) -> dict[str, int]:
@@ -57,17 +79,26 @@ def resolve_modalities(catalog: Location, wanted: Sequence[str]) -> dict[str, in
 
 
 def build_pair_views(catalog: Location, pairs: Location, modalities: Sequence[str], output: Location,
-                     num_partitions: int) -> int:
+                     num_partitions: int, anchor_fraction: float = 1.0) -> int:
     """Write every catalog item with one co-occurring partner per row (an item with p pairs appears
     p times; an item without pairs once, with a null partner). Pairs count in both directions.
+    With ``anchor_fraction`` < 1 only that fraction of the items (by id hash) get rows; their
+    partners still come from the whole catalog.
 
     Two rounds of the storage-backed hash exchange (``simcit_dist.data.exchange``): round 1 puts
     catalog rows (by ``item_id``) and links (by partner id) in the same partitions and attaches the
     partner's embeddings; round 2 brings those rows to their anchor's partition (the catalog is
     already partitioned by ``item_id``) and attaches the anchor's. Memory per task ~ (catalog +
-    links) / ``num_partitions``.
+    links) / ``num_partitions``. Storage: the catalog once more as scratch, plus ~ rows x (1 + 2)
+    embedding bytes (partner-attached links, then the output), rows ~ anchor_fraction x (catalog
+    items + 2 x pairs); the scratch is deleted at the end.
     """
     if exists(output.child("_SUCCESS")):
+        built = _built_fraction(output)
+        if built != anchor_fraction:
+            raise ValueError(
+                f"pair views at {output.uri} were built with anchor_fraction {built}, this run asks for "
+                f"{anchor_fraction}: delete them, or set data.pair_views to another location")
         log.info("pair views already built at %s", output.uri)
         return count_rows(output)
     staged = staging_sibling(output)
@@ -76,13 +107,14 @@ def build_pair_views(catalog: Location, pairs: Location, modalities: Sequence[st
         cat_cols = [ITEM_ID, *modalities]
         read_dataset(catalog, columns=cat_cols).write_datasink(
             ExchangeSink(scratch.child("one"), [ITEM_ID], num_partitions, "cat"))
-        read_dataset(pairs, columns=["item_a", "item_b"]).map_batches(_links, batch_format="pyarrow").write_datasink(
+        read_dataset(pairs, columns=["item_a", "item_b"]).map_batches(
+            partial(_links, anchor_fraction=anchor_fraction), batch_format="pyarrow").write_datasink(
             ExchangeSink(scratch.child("one"), [PARTNER_ID], num_partitions, "links"))
         ray.get([_attach_partner.remote(scratch, p, list(modalities), num_partitions) for p in range(num_partitions)])
-        rows = sum(ray.get([_attach_anchor.remote(scratch, staged, p, list(modalities))
+        rows = sum(ray.get([_attach_anchor.remote(scratch, staged, p, list(modalities), anchor_fraction)
                             for p in range(num_partitions)]))
         delete_dir(scratch)
-        write_text(staged.child("_SUCCESS"), "")
+        write_json(staged.child("_SUCCESS"), {"anchor_fraction": anchor_fraction, "rows": rows})
         replace_dir(staged, output)
     except BaseException:
         delete_dir(staged)
@@ -91,12 +123,21 @@ def build_pair_views(catalog: Location, pairs: Location, modalities: Sequence[st
     return rows
 
 
-def _links(batch: pa.Table) -> pa.Table:
-    """(item_id, partner_item_id) in both directions, self-pairs dropped."""
+def _built_fraction(output: Location) -> float:
+    """The anchor fraction recorded in ``_SUCCESS`` (views written before it was recorded: 1)."""
+    text = read_text(output.child("_SUCCESS"))
+    return float(json.loads(text).get("anchor_fraction", 1.0)) if text.strip() else 1.0
+
+
+def _links(batch: pa.Table, anchor_fraction: float = 1.0) -> pa.Table:
+    """(item_id, partner_item_id) in both directions, self-pairs dropped, anchors sampled."""
     a, b = batch.column("item_a"), batch.column("item_b")
     links = pa.table({ITEM_ID: pa.concat_arrays([_chunk(a), _chunk(b)]),
                       PARTNER_ID: pa.concat_arrays([_chunk(b), _chunk(a)])})
-    return links.filter(pc.not_equal(links.column(ITEM_ID), links.column(PARTNER_ID)))
+    keep = pc.not_equal(links.column(ITEM_ID), links.column(PARTNER_ID))
+    if anchor_fraction < 1:
+        keep = pc.and_(keep, pa.array(anchor_mask(links.column(ITEM_ID).to_numpy(), anchor_fraction)))
+    return links.filter(keep)
 
 
 def _chunk(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -128,10 +169,13 @@ def _attach_partner(scratch: Location, partition: int, modalities: list[str], nu
 
 
 @ray.remote
-def _attach_anchor(scratch: Location, out: Location, partition: int, modalities: list[str]) -> int:
+def _attach_anchor(scratch: Location, out: Location, partition: int, modalities: list[str],
+                   anchor_fraction: float) -> int:
     cat = read_partition(scratch.child("one"), partition, "cat")
     if cat is None:
         return 0
+    if anchor_fraction < 1:  # only sampled items are anchors (their links were sampled the same way)
+        cat = cat.filter(pa.array(anchor_mask(cat.column(ITEM_ID).to_numpy(), anchor_fraction)))
     cat = cat.sort_by(ITEM_ID)
     views = read_partition(scratch.child("two"), partition)
     n_cat = cat.num_rows

@@ -51,7 +51,8 @@ def plan_training(cfg: TokenizerJobConfig) -> tuple[TokenizerPlan, Location, lis
     if cfg.data.pairs:
         pairs = resolve(cfg.data.pairs, cfg.storage)
         views = resolve(cfg.data.pair_views or _under_run(cfg, "pair_views"), cfg.storage)
-        build_pair_views(catalog, pairs, list(input_dims), views, cfg.data.join_partitions)
+        build_pair_views(catalog, pairs, list(input_dims), views, cfg.data.join_partitions,
+                         cfg.data.pair_view_fraction)
         source, with_partner = views, True
         columns += [PARTNER_ID, *(PARTNER_PREFIX + m for m in input_dims)]
     id_columns = [ITEM_ID, PARTNER_ID] if with_partner else [ITEM_ID]

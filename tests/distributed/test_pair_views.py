@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from simcit_dist.data.parquet_io import read_table
 from simcit_dist.data.schemas import arrow_to_embeddings
-from simcit_dist.distributed.tokenizer_data import PARTNER_ID, build_pair_views
+from simcit_dist.distributed.tokenizer_data import PARTNER_ID, anchor_mask, build_pair_views
 from simcit_dist.storage import resolve
 from tests.helpers import small_catalog, write_catalog
 
 
-def test_pair_views_equal_reference_join(tmp_path, ray_local) -> None:
+def _inputs(tmp_path: Path) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     catalog = small_catalog(500)
     ids = catalog.column("item_id").to_numpy()
     rng = np.random.default_rng(0)
@@ -20,20 +23,24 @@ def test_pair_views_equal_reference_join(tmp_path, ray_local) -> None:
     a[:5] = b[:5]  # self-pairs are dropped
     write_catalog(catalog, str(tmp_path / "catalog"), files=2)
     write_catalog(pa.table({"item_a": a, "item_b": b}), str(tmp_path / "pairs"), files=2)
-    rows = build_pair_views(resolve(str(tmp_path / "catalog")), resolve(str(tmp_path / "pairs")),
-                            ["emb_a", "emb_b"], resolve(str(tmp_path / "views")), num_partitions=3)
-    got = read_table(resolve(str(tmp_path / "views")))
-    assert rows == got.num_rows
-    # reference: every (item, partner) link in both directions, plus one row per item without links
-    links = sorted({*zip(a[5:].tolist(), b[5:].tolist())} | set())
-    expected = sorted([(x, y) for x, y in zip(a[5:].tolist(), b[5:].tolist())] +
-                      [(y, x) for x, y in zip(a[5:].tolist(), b[5:].tolist())])
+    return catalog, a, b
+
+
+def _reference(ids: np.ndarray, a: np.ndarray, b: np.ndarray, anchors: set[int]) -> list[tuple[int, int | None]]:
+    """Every (item, partner) link in both directions, plus one row per item without links; anchors only."""
+    expected = [(x, y) for x, y in zip(a[5:].tolist(), b[5:].tolist())] + \
+               [(y, x) for x, y in zip(a[5:].tolist(), b[5:].tolist())]
     linked = {x for x, _ in expected}
     expected += [(int(i), None) for i in ids if int(i) not in linked]
+    return sorted([r for r in expected if r[0] in anchors], key=lambda t: (t[0], -1 if t[1] is None else t[1]))
+
+
+def _check(got: pa.Table, catalog: pa.Table, expected: list[tuple[int, int | None]]) -> None:
     pairs = sorted(zip(got.column("item_id").to_pylist(), got.column(PARTNER_ID).to_pylist()),
                    key=lambda t: (t[0], -1 if t[1] is None else t[1]))
-    assert pairs == sorted(expected, key=lambda t: (t[0], -1 if t[1] is None else t[1])) and links
+    assert pairs == expected and expected
     # embeddings: the anchor's own and the partner's, exactly
+    ids = catalog.column("item_id").to_numpy()
     emb = dict(zip(ids.tolist(), arrow_to_embeddings(catalog.column("emb_b"))))
     own = arrow_to_embeddings(got.column("emb_b"))
     partner = arrow_to_embeddings(got.column("partner:emb_b"))
@@ -43,3 +50,33 @@ def test_pair_views_equal_reference_join(tmp_path, ray_local) -> None:
             assert np.isnan(partner[r]).all()
         else:
             assert np.array_equal(partner[r], emb[other])
+
+
+def test_pair_views_equal_reference_join(tmp_path, ray_local) -> None:
+    catalog, a, b = _inputs(tmp_path)
+    ids = catalog.column("item_id").to_numpy()
+    rows = build_pair_views(resolve(str(tmp_path / "catalog")), resolve(str(tmp_path / "pairs")),
+                            ["emb_a", "emb_b"], resolve(str(tmp_path / "views")), num_partitions=3)
+    got = read_table(resolve(str(tmp_path / "views")))
+    assert rows == got.num_rows
+    _check(got, catalog, _reference(ids, a, b, set(ids.tolist())))
+
+
+def test_pair_views_of_a_sample_of_anchors(tmp_path, ray_local) -> None:
+    """anchor_fraction keeps the rows of the sampled items only; their partners come from the whole
+    catalog; the built views are reused at the same fraction and refused at another one."""
+    catalog, a, b = _inputs(tmp_path)
+    ids = catalog.column("item_id").to_numpy()
+    anchors = set(ids[anchor_mask(ids, 0.3)].tolist())
+    assert 100 < len(anchors) < 200  # about 30 % of 500
+    views = resolve(str(tmp_path / "views"))
+    args = (resolve(str(tmp_path / "catalog")), resolve(str(tmp_path / "pairs")), ["emb_a", "emb_b"], views)
+    rows = build_pair_views(*args, num_partitions=3, anchor_fraction=0.3)
+    got = read_table(views)
+    assert rows == got.num_rows
+    expected = _reference(ids, a, b, anchors)
+    assert any(p is not None and p not in anchors for _, p in expected)  # partners outside the sample
+    _check(got, catalog, expected)
+    assert build_pair_views(*args, num_partitions=3, anchor_fraction=0.3) == rows
+    with pytest.raises(ValueError, match="anchor_fraction 0.3, this run asks for 1.0"):
+        build_pair_views(*args, num_partitions=3)

@@ -113,6 +113,8 @@ def test_bad_config_fails_before_workers_start(tmp_path) -> None:
         load_config(TokenizerJobConfig, "conf/tokenizer.yaml", ["tokenizer.simcit.codebook_size=1"])
     with pytest.raises(ConfigError, match="unknown config key 'train.bach_size'"):
         load_config(TokenizerJobConfig, "conf/tokenizer.yaml", ["train.bach_size=8"])
+    with pytest.raises(ConfigError, match=r"pair_view_fraction must be in \(0, 1\], got 0.0"):
+        load_config(TokenizerJobConfig, "conf/tokenizer.yaml", ["data.pair_view_fraction=0"])
     write_catalog(small_catalog(600), str(tmp_path / "catalog"), files=1)
     cfg = _cfg(str(tmp_path), "bad", pairs=False)
     cfg.data.modalities = ["emb_a", "emb_zzz"]
