@@ -9,8 +9,10 @@ The tokenizer trains on the pair view of a 5 % sample of the items (``--pair-vie
 of 8192 rows consume 0.4M of its ~1M rows, and the whole view would be ~90 GB at 10M items. The
 defaults (3 x 256 codes, 50 steps) are the 1M-item ``--only e2e`` bench's, so the cost per item of the
 two sizes compares; ``--codebook-size 8192`` is the AL-GR preset's (~20 s per step on 2 cores).
+Such a short run leaves coarse SIDs (at 10M items one code tuple held 95,739 items), so the suffix
+space is 2^20 (``--max-suffix``); the report gives the largest group.
 Needs ~50 GB of free disk at the peak (day-1 catalog 20 GB, the join's scratch copy of it, the
-day-2 catalog) and takes 40-60 minutes on 2 cores.
+day-2 catalog) and takes ~32 minutes on 2 cores (2026-11-27: docs/e2e-10m/report.md).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main() -> None:
     parser.add_argument("--join-partitions", type=int, default=64, help="partitions of the pair-view join")
     parser.add_argument("--pair-view-fraction", type=float, default=0.05,
                         help="share of the items the pair view is built for (and the tokenizer trains on)")
+    parser.add_argument("--max-suffix", type=int, default=1_048_575,
+                        help="suffix space of the collision resolution (50 steps leave coarse SIDs: at 10M items "
+                             "one code tuple held 95,739 items)")
     parser.add_argument("--reuse-data", action="store_true", help="keep an already generated catalog")
     args = parser.parse_args()
     from simcit_dist.logs import setup_logging
@@ -48,6 +53,7 @@ def main() -> None:
     cfg = E2EConfig(num_items=args.items, run_dir=Path(args.run_dir), steps=args.steps, batch_size=args.batch_size,
                     codebook_size=args.codebook_size, num_partitions=args.num_partitions,
                     join_partitions=args.join_partitions, pair_view_fraction=args.pair_view_fraction,
+                    max_suffix=args.max_suffix,
                     reuse_data=args.reuse_data)
     report = run_e2e(cfg)
     report["machine"] = machine
