@@ -64,7 +64,7 @@ def holdout_mask(item_ids: np.ndarray, fraction: float) -> np.ndarray:
 
 def anchor_mask(item_ids: np.ndarray, fraction: float) -> np.ndarray:
     """True for the items the pair view is built for (all of them at ``fraction`` 1)."""
-    return np.ones(len(item_ids), dtype=bool) if fraction >= 1 else id_fraction_mask(item_ids, fraction, _ANCHOR_SALT)
+    return id_fraction_mask(item_ids, fraction, _ANCHOR_SALT)
 
 
 def resolve_modalities(catalog: Location, wanted: Sequence[str]) -> dict[str, int]:
