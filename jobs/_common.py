@@ -53,6 +53,12 @@ def run_main(main: Callable[[], None]) -> None:
         sys.exit(1)
 
 
+def local_runtime_env() -> dict[str, Any]:
+    """Runtime env of a local Ray started by a job (no dashboard: see ``quiet_local_ray_workers``)."""
+    return {"env_vars": {"PYTHONPATH": str(REPO)},
+            "worker_process_setup_hook": "simcit_dist.logs.quiet_local_ray_workers"}
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster (``ray job submit`` sets RAY_ADDRESS) or start a local Ray."""
     import ray
@@ -63,5 +69,5 @@ def init_ray(num_cpus: int | None = None) -> None:
     if not os.environ.get("RAY_ADDRESS"):
         kwargs["num_cpus"] = num_cpus or max(4, os.cpu_count() or 1)
         kwargs["include_dashboard"] = False
-        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": str(REPO)}}
+        kwargs["runtime_env"] = local_runtime_env()
     ray.init(**kwargs)

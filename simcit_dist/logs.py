@@ -28,6 +28,19 @@ def setup_logging(level: str | int | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Ray Train V2's PlacementGroupCleaner asks the state API (served by the dashboard) once a second
+# whether the train controller is alive, and warns on every failed query. A local Ray started by a
+# job runs without a dashboard, so it would warn ~300 times in one demo; there the cleaner has
+# nothing to do anyway (the driver's exit takes the whole local Ray down, placement groups too).
+PLACEMENT_GROUP_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def quiet_local_ray_workers() -> None:
+    """``worker_process_setup_hook`` of a local Ray without a dashboard: silence the cleaner's
+    state-API warnings (its errors still show)."""
+    logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
 def filter_to_rank_zero(rank: int) -> None:
     """Install :class:`RankZeroFilter` on the root handlers of this (worker) process."""
     setup_logging()

@@ -1,0 +1,51 @@
+"""Logging set-up: rank-0 filtering, and the local-Ray hook that quiets Ray Train's state-API poller."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ray._common.utils import load_class  # how Ray resolves a string worker_process_setup_hook
+
+from simcit_dist.logs import PLACEMENT_GROUP_CLEANER_LOGGER, RankZeroFilter, quiet_local_ray_workers
+from tests.jobs_registry import REPO
+
+
+def _record(level: int) -> logging.LogRecord:
+    return logging.LogRecord("x", level, __file__, 1, "msg", None, None)
+
+
+def _local_runtime_env() -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "jobs"))
+    try:
+        import _common  # the jobs' shared module (jobs/ is not a package)
+    finally:
+        sys.path.remove(str(REPO / "jobs"))
+    return _common.local_runtime_env()  # type: ignore[no-any-return]
+
+
+def test_rank_zero_filter_passes_rank0_and_warnings_of_others() -> None:
+    assert RankZeroFilter(0).filter(_record(logging.INFO))
+    assert not RankZeroFilter(1).filter(_record(logging.INFO))
+    assert RankZeroFilter(1).filter(_record(logging.WARNING))
+
+
+def test_local_ray_hook_silences_the_placement_group_cleaner_warnings_only() -> None:
+    from ray.train.v2._internal.execution.controller import placement_group_cleaner
+
+    logger = placement_group_cleaner.logger
+    # The constant must name the module's logger: a Ray upgrade that moves it brings the noise back.
+    assert logger.name == PLACEMENT_GROUP_CLEANER_LOGGER
+    hook = load_class(_local_runtime_env()["worker_process_setup_hook"])
+    assert hook is quiet_local_ray_workers
+    before = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)
+        assert logger.isEnabledFor(logging.WARNING)
+        hook()
+        assert not logger.isEnabledFor(logging.WARNING)
+        assert logger.isEnabledFor(logging.ERROR)
+        assert logging.getLogger("ray.train").isEnabledFor(logging.WARNING)  # nothing else is quieted
+    finally:
+        logger.setLevel(before)
