@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from ray._common.utils import load_class  # how Ray resolves a string worker_process_setup_hook
 
 from simcit_dist.logs import PLACEMENT_GROUP_CLEANER_LOGGER, RankZeroFilter, quiet_local_ray_workers
-from tests.jobs_registry import REPO
+from tests.jobs_registry import load_job_module
 
 
 def _record(level: int) -> logging.LogRecord:
@@ -17,12 +16,7 @@ def _record(level: int) -> logging.LogRecord:
 
 
 def _local_runtime_env() -> dict[str, Any]:
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        import _common  # the jobs' shared module (jobs/ is not a package)
-    finally:
-        sys.path.remove(str(REPO / "jobs"))
-    return _common.local_runtime_env()  # type: ignore[no-any-return]
+    return load_job_module("jobs/_common.py").local_runtime_env()  # type: ignore[no-any-return]
 
 
 def test_rank_zero_filter_passes_rank0_and_warnings_of_others() -> None:
