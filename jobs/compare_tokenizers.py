@@ -3,13 +3,14 @@ LETTER-style JSON index files) on the same data, recommender settings and seeds;
 
     python jobs/compare_tokenizers.py --config conf/compare_synthetic.yaml
     python jobs/compare_tokenizers.py --config conf/compare_beauty.yaml external.letter=path/to/Beauty.index.json
+    python jobs/compare_tokenizers.py --config conf/compare_scientific.yaml "seeds=[0,1,2]"   # mean ± std
 """
 
 from __future__ import annotations
 
 from _common import init_ray, parse, run_main
 
-from simcit_dist.compare import run_comparison, write_comparison
+from simcit_dist.compare import run_comparison
 from simcit_dist.config import CompareJobConfig
 
 CONFIG_CLASS = CompareJobConfig
@@ -18,7 +19,7 @@ CONFIG_CLASS = CompareJobConfig
 def main() -> None:
     cfg, args = parse(__doc__ or "", CompareJobConfig, "conf/compare_synthetic.yaml")
     init_ray(args.num_cpus)
-    print(write_comparison(cfg, run_comparison(cfg)))
+    print(run_comparison(cfg))
 
 
 if __name__ == "__main__":

@@ -246,11 +246,17 @@ class CompareJobConfig:
     assign: AssignJobConfig = field(default_factory=AssignJobConfig)  # paths ignored
     recommender: TrainRecommenderJobConfig = field(default_factory=TrainRecommenderJobConfig)  # paths ignored
     title: str = "Tokenizer comparison"
+    # [] = one run with the seeds the sections set. [s1, s2, ...] = the whole comparison once per seed
+    # (data order, tokenizer init, resets and the recommender all seeded with s) under <output>/seed-<s>,
+    # and a mean ± std table over the seeds in <output>.
+    seeds: list[int] = field(default_factory=list)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
         if not self.tokenizers and not self.external:
             raise ValueError("compare needs at least one entry in tokenizers or external")
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
         clash = set(self.tokenizers) & set(self.external)
         if clash:
             raise ValueError(f"names used both as tokenizer and external table: {sorted(clash)}")

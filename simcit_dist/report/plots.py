@@ -91,12 +91,13 @@ def series(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: str, tit
 
 
 def grouped_bars(groups: Sequence[str], values: Mapping[str, Sequence[float]], path: str, title: str,
-                 ylabel: str) -> str:
-    """Bars per group (e.g. Recall@K per tokenizer)."""
+                 ylabel: str, errors: Mapping[str, Sequence[float]] | None = None) -> str:
+    """Bars per group (e.g. Recall@K per tokenizer), with ± error bars (e.g. a std over seeds) when given."""
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(1, len(values))
     for i, (name, vals) in enumerate(values.items()):
-        ax.bar(np.arange(len(groups)) + i * width, vals, width, label=name)
+        ax.bar(np.arange(len(groups)) + i * width, vals, width, label=name,
+               yerr=(errors or {}).get(name), capsize=3 if errors else 0)
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
     ax.set(title=title, ylabel=ylabel)
     ax.legend(fontsize=8)

@@ -1,6 +1,7 @@
 """jobs/compare_tokenizers.py end to end on local Ray: a tokenizer trained here (RQ-KMeans) and an
 external LETTER-style SID table (the synthetic catalog's ground-truth cluster codes) through the
-same recommender, one table + plot; a re-run reuses every finished stage."""
+same recommender, one table + plot; a re-run reuses every finished stage; with ``seeds`` one run
+per seed and a mean ± std table."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from simcit_dist.compare import with_seed
+from simcit_dist.config import CompareJobConfig
 from simcit_dist.data.parquet_io import write_table
 from simcit_dist.data.synthetic import build_tree, item_chunk, user_chunk
 from simcit_dist.storage import resolve
 from tests.jobs_registry import REPO, load_job_module
 from tests.recommender.helpers import leaf_sid_codes, small_synthetic
 from tests.recommender.test_jobs import SMALL
-
-pytestmark = pytest.mark.slow
 
 
 def _write_inputs(root: Path) -> Path:
@@ -37,6 +38,7 @@ def _write_inputs(root: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_compare_job_tokenizer_and_external_table(tmp_path: Path, ray_local, monkeypatch) -> None:
     index = _write_inputs(tmp_path)
     config = tmp_path / "compare.yaml"
@@ -81,3 +83,53 @@ assign: {{num_partitions: 2, actors: 1, encode_batch_size: 64, hit_rate_sample: 
     load_job_module("jobs/compare_tokenizers.py").main()
     assert json.loads((out / "comparison.json").read_text()) == rows
     assert {name: (out / name / "sids" / "LATEST").read_text().strip() for name in versions} == versions
+
+
+def test_with_seed_sets_every_seed_and_its_own_output() -> None:
+    cfg = CompareJobConfig(output="runs/compare/x", seeds=[3, 7], title="T")
+    seeded = with_seed(cfg, 7)
+    assert seeded.output == "runs/compare/x/seed-7" and seeded.title == "T (seed 7)" and seeded.seeds == []
+    assert seeded.data.seed == 7 and seeded.recommender.training.seed == 7
+    for tok in seeded.tokenizers.values():
+        assert (tok.simcit.seed, tok.rqvae.seed, tok.rqkmeans.seed) == (7, 7, 7)
+    assert cfg.data.seed == 0 and cfg.recommender.training.seed == 0  # the original is untouched
+    assert all(t.simcit.seed == 0 for t in cfg.tokenizers.values())
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        CompareJobConfig(seeds=[1, 1])
+
+
+@pytest.mark.slow
+def test_compare_job_over_seeds(tmp_path: Path, ray_local, monkeypatch) -> None:
+    index = _write_inputs(tmp_path)
+    config = tmp_path / "compare.yaml"
+    config.write_text(f"""
+title: "tiny synthetic"
+catalog: {tmp_path}/catalog
+pairs: null
+interactions: {tmp_path}/interactions
+output: {tmp_path}/out
+tokenizers: {{}}
+external:
+  truth: {index}
+seeds: [0, 5]
+""")
+    recommender = [f"recommender.{o}" for o in SMALL if not o.startswith("training.epochs")]
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", ["compare", "--config", str(config), *recommender,
+                                      "recommender.training.epochs=1", "recommender.training.num_workers=1"])
+    load_job_module("jobs/compare_tokenizers.py").main()
+
+    out = tmp_path / "out"
+    per_seed = {s: json.loads((out / f"seed-{s}" / "comparison.json").read_text()) for s in (0, 5)}
+    trained_seeds = {s: json.loads((out / f"seed-{s}" / "truth" / "recommender" / "metrics.json").read_text())
+                     ["config"]["training"]["seed"] for s in (0, 5)}
+    assert trained_seeds == {0: 0, 5: 5}
+    truth, popular = json.loads((out / "comparison.json").read_text())
+    assert (truth["tokenizer"], truth["seeds"], popular["tokenizer"]) == ("truth", 2, "most popular")
+    recalls = [per_seed[s][0]["Recall@10"] for s in (0, 5)]
+    assert truth["Recall@10"] == pytest.approx(sum(recalls) / 2)
+    assert truth["Recall@10 std"] == pytest.approx(abs(recalls[0] - recalls[1]) / math.sqrt(2))
+    assert popular["Recall@10 std"] == 0.0  # the same split for every seed
+    text = (out / "comparison.md").read_text()
+    assert text.startswith("## tiny synthetic: mean ± std over seeds 0, 5") and "| truth | external | 2 |" in text
+    assert "| tokenizer | seed 0 | seed 5 |" in text and (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
