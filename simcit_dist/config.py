@@ -97,6 +97,11 @@ class TokenizerDataConfig:
     shuffle_files: bool = True  # new file order every epoch (seeded)
     shuffle_buffer: int = 16_384  # rows in each worker's local shuffle buffer (0 = off)
     seed: int = 0
+    # Ray Data hands blocks to the workers in arrival order, so batches (and with them the k-means
+    # init and the weights) differ run to run. True: blocks keep their order (preserve_order) and are
+    # split without locality, so the same inputs and seed give the same tokenizer; blocks then wait
+    # for earlier ones, which can cost throughput on a cluster.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout_fraction < 0.5:

@@ -74,6 +74,16 @@ def _under_run(cfg: TokenizerJobConfig, name: str) -> str:
     return f"{cfg.run.storage_path.rstrip('/')}/{cfg.run.name}/{name}"
 
 
+def _data_config(deterministic: bool) -> DataConfig:
+    """Split only the training stream; with ``deterministic``, in a fixed block order and without
+    locality (Ray's ``OutputSplitter`` then assigns blocks by order alone, never by arrival time)."""
+    if not deterministic:
+        return DataConfig(datasets_to_split=["train"])
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return DataConfig(datasets_to_split=["train"], execution_options={"train": options}, enable_shard_locality=False)
+
+
 def _run_config(cfg: TokenizerJobConfig) -> RunConfig:
     storage = resolve(cfg.run.storage_path, cfg.storage)
     return RunConfig(
@@ -108,7 +118,7 @@ def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
                                      resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
         run_config=_run_config(cfg),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=_data_config(cfg.data.deterministic),
     )
     result = trainer.fit()
     outputs = read_json(resolve(plan.artifact_uri, cfg.storage).child(HISTORY_FILE))
