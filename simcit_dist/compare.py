@@ -163,7 +163,8 @@ def write_seed_comparison(cfg: CompareJobConfig, rows_by_seed: dict[int, list[di
     seeds = ", ".join(str(s) for s in per_seed)
     text = (f"## {cfg.title}: mean ± std over seeds {seeds}\n\n" + seed_table(aggregated, COLUMNS[2:-1])
             + "\nRecall@10 of each seed:\n\n" + per_seed_table(per_seed, "Recall@10"))
-    errors = {f"Recall@{k}": [float(r.get(f"Recall@{k}{STD}") or 0) for r in aggregated] for k in METRIC_KS}
+    errors = {f"Recall@{k}": [float(np.nan_to_num(r.get(f"Recall@{k}{STD}", 0.0))) for r in aggregated]
+              for k in METRIC_KS}
     _write_outputs(cfg, text, aggregated, errors)
     return text
 

@@ -17,7 +17,7 @@ STD = " std"  # suffix of a column's standard-deviation key in the aggregated ro
 
 def aggregate_seeds(rows_by_seed: Mapping[int, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """One row per tokenizer (in the first seed's order): each numeric column's mean over the seeds
-    under its own name and its sample standard deviation (ddof 1; 0 with one seed) under
+    under its own name and its sample standard deviation (ddof 1; NaN from a single value) under
     ``<column> std``; ``seeds`` counts the runs it has. A column missing or NaN in a run is
     averaged over the runs that have it."""
     seeds = list(rows_by_seed)
@@ -34,7 +34,7 @@ def aggregate_seeds(rows_by_seed: Mapping[int, Sequence[Mapping[str, Any]]]) -> 
                 continue
             values = [float(r[column]) for r in runs if _is_number(r.get(column)) and not math.isnan(float(r[column]))]
             row[column] = float(np.mean(values)) if values else float("nan")
-            row[column + STD] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else float("nan"))
+            row[column + STD] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
         out.append(row)
     return out
 
@@ -61,7 +61,9 @@ def per_seed_table(rows_by_seed: Mapping[int, Sequence[Mapping[str, Any]]], colu
 def _mean_std(mean: Any, std: Any) -> str:
     if not _is_number(mean) or math.isnan(float(mean)):
         return "–"
-    return f"{markdown.fmt(float(mean))} ± {markdown.fmt(float(std or 0.0))}"
+    if not _is_number(std) or math.isnan(float(std)):  # one run: no spread to show
+        return markdown.fmt(float(mean))
+    return f"{markdown.fmt(float(mean))} ± {markdown.fmt(float(std))}"
 
 
 def _is_number(value: Any) -> bool:

@@ -24,7 +24,7 @@ def test_aggregate_seeds_mean_and_sample_std() -> None:
     assert simcit["Recall@10 std"] == pytest.approx(math.sqrt(0.1 ** 2 + 0.1 ** 2))  # ddof 1: /(2 - 1)
     assert simcit["max suffix"] == pytest.approx(4.0) and simcit["max suffix std"] == pytest.approx(math.sqrt(2))
     # NaN in seed 4: the mean of the one run that has it, and no spread to report.
-    assert simcit["collision"] == pytest.approx(0.2) and simcit["collision std"] == 0.0
+    assert simcit["collision"] == pytest.approx(0.2) and math.isnan(simcit["collision std"])
     assert popular["Recall@10"] == pytest.approx(0.05) and popular["Recall@10 std"] == 0.0
     assert aggregate_seeds({}) == []
 
@@ -33,7 +33,7 @@ def test_seed_tables_render_mean_std_and_each_seed() -> None:
     text = seed_table(aggregate_seeds(ROWS_BY_SEED), ["Recall@10", "collision", "Gini"])
     lines = text.splitlines()
     assert lines[0] == "| tokenizer | kind | seeds | Recall@10 | collision | Gini |"
-    assert lines[2] == "| simcit | simcit | 2 | 0.2 ± 0.1414 | 0.2 ± 0 | – |"
+    assert lines[2] == "| simcit | simcit | 2 | 0.2 ± 0.1414 | 0.2 | – |"
     assert lines[3] == "| most popular | baseline | 2 | 0.05 ± 0 | – | – |"
     per_seed = per_seed_table(ROWS_BY_SEED, "Recall@10").splitlines()
     assert per_seed[0] == "| tokenizer | seed 0 | seed 4 |"
