@@ -53,6 +53,7 @@ TITLE = "Tokenizer training throughput (Ray Train job vs bare read vs in-memory 
 FIGURES = [
     "read_local_items_per_s", "job_local_items_per_s", "inmem_ddp_items_per_s", "single_process_items_per_s",
     "job_vs_inmem_local", "read_vs_job_local", "gather_overhead", "gather_comm_fraction",
+    "job_local_deterministic_items_per_s", "deterministic_vs_default_local",
     "read_s3_items_per_s", "job_s3_items_per_s", "job_vs_inmem_s3", "read_vs_job_s3",
     "ours_b256_samples_per_s", "reference_b256_samples_per_s", "ours_vs_reference_b256",
     "ours_b4096_samples_per_s", "reference_b4096_samples_per_s", "ours_vs_reference_b4096",
@@ -80,8 +81,9 @@ def run(ctx: BenchContext) -> BenchResult:
     # The in-memory ceiling is measured before and after the two jobs (machine load drifts; both sides see it).
     inmem_before = inmem_ddp(ctx, catalog, batch, ctx.pick(4, 10))
     local = job_vs_read(ctx, catalog, None, batch, steps, log_every, "local")
+    deterministic = deterministic_job(ctx, catalog, batch, steps, log_every)
     single = single_process_loop(catalog, batch, ctx.pick(3, 6))
-    res.details.update(local=local, single_process=single)
+    res.details.update(local=local, deterministic=deterministic, single_process=single)
     with moto_s3() as (bucket, storage):
         upload_dir(data / "catalog", f"{bucket}/catalog", storage)
         s3 = job_vs_read(ctx, f"{bucket}/catalog", storage, batch, steps, log_every, "s3")
@@ -101,6 +103,10 @@ def run(ctx: BenchContext) -> BenchResult:
             note="step time with global-batch negatives / local-batch negatives - 1 (includes the 2x larger loss)")
     res.add("gather_comm_fraction", inmem["comm_fraction"], "fraction",
             note="the all-gathers alone (forward + backward) / step time with gather")
+    res.add("job_local_deterministic_items_per_s", deterministic["job_items_per_s"], "items/s",
+            note="data.deterministic=true: Ray Data keeps block order, split without locality")
+    res.add("deterministic_vs_default_local", ratio(deterministic["job_items_per_s"], local["job_items_per_s"]), "x",
+            note="the price of a byte-reproducible tokenizer")
     res.add("read_s3_items_per_s", s3["read_items_per_s"], "items/s", note="moto server on this machine")
     res.add("job_s3_items_per_s", s3["job_items_per_s"], "items/s")
     res.add("job_vs_inmem_s3", ratio(s3["job_items_per_s"], inmem_rate), "x", (">=", 0.9))
@@ -175,6 +181,17 @@ def job_vs_read(ctx: BenchContext, catalog: str, storage: Any, batch: int, steps
             "read_after": after,
             "job_items_per_s": steady_rate(result.history), "job_wall_s": wall, "job_steps": result.steps,
             "job_wall_items_per_s": result.steps * batch / wall,
+            "window_items_per_s": [h.get("items_per_s") for h in result.history]}
+
+
+def deterministic_job(ctx: BenchContext, catalog: str, batch: int, steps: int, log_every: int) -> dict[str, Any]:
+    """The local job again with ``data.deterministic``: what fixing Ray Data's block order costs."""
+    from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
+
+    cfg = job_config(ctx, catalog, None, batch, steps, log_every, "local-det")
+    cfg.data.deterministic = True
+    result = run_tokenizer_training(cfg)
+    return {"job_items_per_s": steady_rate(result.history), "job_steps": result.steps,
             "window_items_per_s": [h.get("items_per_s") for h in result.history]}
 
 
