@@ -34,9 +34,18 @@ def aggregate_seeds(rows_by_seed: Mapping[int, Sequence[Mapping[str, Any]]]) -> 
                 continue
             values = [float(r[column]) for r in runs if _is_number(r.get(column)) and not math.isnan(float(r[column]))]
             row[column] = float(np.mean(values)) if values else float("nan")
-            row[column + STD] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+            row[column + STD] = _sample_std(values)
         out.append(row)
     return out
+
+
+def _sample_std(values: list[float]) -> float:
+    """ddof-1 standard deviation, NaN for a single value. A spread below 1e-9 of the mean is rounding
+    (the same metric summed in another order differs in the last bit) and is reported as 0."""
+    if len(values) < 2:
+        return float("nan")
+    std = float(np.std(values, ddof=1))
+    return 0.0 if std <= 1e-9 * abs(float(np.mean(values))) else std
 
 
 def seed_table(aggregated: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -26,6 +26,9 @@ def test_aggregate_seeds_mean_and_sample_std() -> None:
     # NaN in seed 4: the mean of the one run that has it, and no spread to report.
     assert simcit["collision"] == pytest.approx(0.2) and math.isnan(simcit["collision std"])
     assert popular["Recall@10"] == pytest.approx(0.05) and popular["Recall@10 std"] == 0.0
+    # The same figure summed in another order differs in the last bit: a 4e-18 "spread" is shown as 0.
+    last_bit = aggregate_seeds({s: [{"tokenizer": "p", "Recall@10": 0.02309 + s * 3.5e-18}] for s in range(3)})[0]
+    assert last_bit["Recall@10 std"] == 0.0
     assert aggregate_seeds({}) == []
 
 
