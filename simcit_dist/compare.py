@@ -152,7 +152,7 @@ def _table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_comparison(cfg: CompareJobConfig, rows: list[dict[str, Any]]) -> str:
     table_rows = _table_rows(rows)
     text = f"## {cfg.title}\n\n" + markdown.table(table_rows, COLUMNS)
-    _write_outputs(cfg, text, table_rows, {})
+    _write_outputs(cfg, text, table_rows, {}, cfg.title)
     return text
 
 
@@ -165,12 +165,12 @@ def write_seed_comparison(cfg: CompareJobConfig, rows_by_seed: dict[int, list[di
             + "\nRecall@10 of each seed:\n\n" + per_seed_table(per_seed, "Recall@10"))
     errors = {f"Recall@{k}": [float(np.nan_to_num(r.get(f"Recall@{k}{STD}", 0.0))) for r in aggregated]
               for k in METRIC_KS}
-    _write_outputs(cfg, text, aggregated, errors)
+    _write_outputs(cfg, text, aggregated, errors, f"{cfg.title}\nmean ± std over seeds {seeds}")
     return text
 
 
 def _write_outputs(cfg: CompareJobConfig, text: str, table_rows: list[dict[str, Any]],
-                   errors: dict[str, list[float]]) -> None:
+                   errors: dict[str, list[float]], plot_title: str) -> None:
     """``comparison.md`` (text + plot), ``comparison.json`` (the rows) and ``comparison.png``
     (Recall@K bars, with ± std error bars when given)."""
     out = resolve(cfg.output, cfg.storage)
@@ -179,7 +179,7 @@ def _write_outputs(cfg: CompareJobConfig, text: str, table_rows: list[dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         png = plots.grouped_bars([r["tokenizer"] for r in table_rows],
                                  {f"Recall@{k}": [float(r.get(f"Recall@{k}") or 0) for r in table_rows]
-                                  for k in METRIC_KS}, f"{tmp}/comparison.png", cfg.title, "test Recall@K (item level)",
+                                  for k in METRIC_KS}, f"{tmp}/comparison.png", plot_title, "test Recall@K (item level)",
                                  errors=errors or None)
         with open(png, "rb") as f:
             write_bytes(out.child("comparison.png"), f.read())
