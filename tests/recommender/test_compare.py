@@ -38,8 +38,9 @@ def _write_inputs(root: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_compare_job_tokenizer_and_external_table(tmp_path: Path, ray_local, monkeypatch) -> None:
+def _compare_argv(tmp_path: Path, monkeypatch, entries: str) -> None:
+    """Inputs + a compare config (the ground-truth table as external entry ``truth``, plus ``entries``)
+    and the job's argv with a one-epoch, one-worker small recommender."""
     index = _write_inputs(tmp_path)
     config = tmp_path / "compare.yaml"
     config.write_text(f"""
@@ -48,17 +49,21 @@ catalog: {tmp_path}/catalog
 pairs: null
 interactions: {tmp_path}/interactions
 output: {tmp_path}/out
-tokenizers:
-  rqkmeans: {{kind: rqkmeans, rqkmeans: {{num_levels: 2, codebook_size: 8, iters: 5}}}}
 external:
   truth: {index}
-assign: {{num_partitions: 2, actors: 1, encode_batch_size: 64, hit_rate_sample: 50}}
+{entries}
 """)
     recommender = [f"recommender.{o}" for o in SMALL if not o.startswith("training.epochs")]
-    argv = ["compare", "--config", str(config), *recommender, "recommender.training.epochs=1",
-            "recommender.training.num_workers=1"]
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "argv", ["compare", "--config", str(config), *recommender,
+                                      "recommender.training.epochs=1", "recommender.training.num_workers=1"])
+
+
+@pytest.mark.slow
+def test_compare_job_tokenizer_and_external_table(tmp_path: Path, ray_local, monkeypatch) -> None:
+    _compare_argv(tmp_path, monkeypatch, """tokenizers:
+  rqkmeans: {kind: rqkmeans, rqkmeans: {num_levels: 2, codebook_size: 8, iters: 5}}
+assign: {num_partitions: 2, actors: 1, encode_batch_size: 64, hit_rate_sample: 50}""")
     load_job_module("jobs/compare_tokenizers.py").main()
 
     out = tmp_path / "out"
@@ -100,23 +105,7 @@ def test_with_seed_sets_every_seed_and_its_own_output() -> None:
 
 @pytest.mark.slow
 def test_compare_job_over_seeds(tmp_path: Path, ray_local, monkeypatch) -> None:
-    index = _write_inputs(tmp_path)
-    config = tmp_path / "compare.yaml"
-    config.write_text(f"""
-title: "tiny synthetic"
-catalog: {tmp_path}/catalog
-pairs: null
-interactions: {tmp_path}/interactions
-output: {tmp_path}/out
-tokenizers: {{}}
-external:
-  truth: {index}
-seeds: [0, 5]
-""")
-    recommender = [f"recommender.{o}" for o in SMALL if not o.startswith("training.epochs")]
-    monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sys, "argv", ["compare", "--config", str(config), *recommender,
-                                      "recommender.training.epochs=1", "recommender.training.num_workers=1"])
+    _compare_argv(tmp_path, monkeypatch, "tokenizers: {}\nseeds: [0, 5]")
     load_job_module("jobs/compare_tokenizers.py").main()
 
     out = tmp_path / "out"
