@@ -268,16 +268,18 @@ def _inmem_worker(config: dict[str, Any]) -> None:
 
 
 def gather_comm_seconds(gather: Any, local: int, tokenizer: Any, repeats: int) -> float:
-    """The collectives of one step's loss alone: all-gather of the (B, 1 + V, P) features with its
-    backward (a reduce-scatter) and of the (B, 1 + 2V) id/validity metadata (see ``losses._nt_xent``)."""
-    views = len(tokenizer.modalities)  # this benchmark's batches carry no partner (no pair view)
+    """The collectives of one step's loss alone (see ``losses._nt_xent``): all-gathers of the
+    (B, 1 + V, P) features and of the (V, N) column logsumexps, each with its backward (a
+    reduce-scatter), and of the (B, 1 + 2V + R) id/validity/related-id metadata."""
+    views = len(tokenizer.modalities)  # this benchmark's batches carry no partner (no pair view, R = 1)
     feats = torch.randn(local, 1 + views, tokenizer.cfg.proj_dim, requires_grad=True)
-    meta = torch.zeros(local, 1 + 2 * views, dtype=torch.int64)
+    columns = torch.randn(1, views, local * gather.world_size, requires_grad=True)
+    meta = torch.zeros(local, 1 + 2 * views + 1, dtype=torch.int64)
     times = []
     for _ in range(repeats + 1):
         t = time.perf_counter()
         gather(meta)
-        gather(feats).sum().backward()
+        (gather(feats).sum() + gather(columns).sum()).backward()
         times.append(time.perf_counter() - t)
     return median(times[1:])
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simcit_dist.tokenizer.losses import _logsumexp, multiview_nt_xent
+from simcit_dist.tokenizer.losses import _logsumexp, multiview_nt_xent, related_entries
 from tests.tokenizer.fake_dist import run_ranks
 
 
@@ -141,12 +141,44 @@ def test_loss_is_finite_when_a_view_has_no_valid_row_or_every_key_is_masked() ->
 @pytest.mark.parametrize("dim", [0, 1])
 def test_fused_logsumexp_matches_torch_value_and_gradient(dim: int) -> None:
     x = torch.randn(6, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x[2, 3] = -1e9  # a masked entry
+    masked = (torch.tensor([2, 0, 5]), torch.tensor([3, 8, 3]))  # entries that are not negatives
+    invalid = torch.tensor([6]) if dim == 1 else None  # a key column with no valid view (row-wise only)
+    dense = x.clone()
+    dense[masked] = -1e9
+    if invalid is not None:
+        dense[:, invalid] = -1e9
     w = torch.randn(x.shape[1 - dim], dtype=torch.float64)
     ref_in = x.clone().requires_grad_(True)
-    (torch.logsumexp(ref_in, dim=dim) * w).sum().backward()
+    (torch.logsumexp(ref_in.masked_fill(dense == -1e9, -1e9), dim=dim) * w).sum().backward()
     got_in = x.clone().requires_grad_(True)
-    got = _logsumexp(got_in.clone(), dim)  # the function overwrites its input: pass a fresh tensor
+    got = _logsumexp(got_in.clone(), dim, masked, invalid)  # the function takes its input over: a fresh tensor
     (got * w).sum().backward()
-    torch.testing.assert_close(got, torch.logsumexp(x, dim=dim))
+    torch.testing.assert_close(got, torch.logsumexp(dense, dim=dim))
     torch.testing.assert_close(got_in.grad, ref_in.grad)
+    assert got_in.grad[masked].abs().max() == 0  # type: ignore[index]
+    if invalid is not None:
+        assert got_in.grad[:, invalid].abs().max() == 0  # type: ignore[index]
+
+
+def test_fused_logsumexp_refuses_a_second_backward() -> None:
+    x = torch.randn(4, 5, requires_grad=True)
+    out = _logsumexp(x * 1.0, 1).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        out.backward()
+
+
+def test_related_entries_equal_a_dense_comparison() -> None:
+    g = torch.Generator().manual_seed(3)
+    key_ids = torch.randint(0, 15, (40,), generator=g)  # many duplicate keys
+    related = torch.randint(-1, 15, (9, 3), generator=g)  # -1 pads never match
+    related[0] = torch.tensor([7, 7, -1])  # the same id twice in one row: listed twice, harmless
+    rows, cols = related_entries(related, key_ids)
+    dense = torch.zeros(9, 40, dtype=torch.bool)
+    for i in range(9):
+        for j in range(40):
+            dense[i, j] = any(int(r) == int(key_ids[j]) for r in related[i] if r >= 0)
+    got = torch.zeros(9, 40, dtype=torch.bool)
+    got[rows, cols] = True
+    assert torch.equal(got, dense) and dense.sum() > 9
+    assert rows.numel() == sum(int((key_ids == r).sum()) for row in related for r in row if r >= 0)
