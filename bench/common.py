@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/x.py` from a checkout
     sys.path.insert(0, str(REPO))
 
+from simcit_dist.worker_env import WORKER_ENV_VARS  # noqa: E402
+
 log = logging.getLogger("bench")
 
 # Logical CPUs of the local Ray: 2 training workers plus Ray Data read tasks must fit on a 2-core box
@@ -125,7 +127,7 @@ def start_ray(num_cpus: int = RAY_NUM_CPUS) -> None:
     if ray.is_initialized():
         return
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TQDM_DISABLE": "1", **WORKER_ENV_VARS}})
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 

@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/run_all.py` from a checkout
+    sys.path.insert(0, str(REPO))
+
+from simcit_dist.worker_env import WORKER_ENV_VARS  # noqa: E402
+
 MODULES = ["tokenizer", "assign", "recommender", "memory", "e2e"]
 RESULTS = REPO / "bench" / "results"
 SMOKE_RESULTS = REPO / "runs" / "bench-smoke" / "results"
@@ -47,7 +52,8 @@ def parse_args() -> argparse.Namespace:
 def run_module(name: str, results: Path, work: Path, data: Path, smoke: bool) -> tuple[int, float]:
     cmd = [sys.executable, "-m", f"bench.bench_{name}", "--out", str(results / f"{name}.json"), "--work", str(work),
            "--data", str(data)] + (["--smoke"] if smoke else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    # The process itself runs training loops (in-memory, single-process, reference) as well as Ray.
+    env = dict(os.environ, **WORKER_ENV_VARS, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     start = time.time()
     print(f"== bench {name}{' (smoke)' if smoke else ''}", flush=True)
     rc = subprocess.run(cmd, cwd=REPO, env=env).returncode

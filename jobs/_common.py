@@ -20,6 +20,7 @@ if str(REPO) not in sys.path:  # `python jobs/x.py` from a checkout or a Ray wor
 
 from simcit_dist.config_loader import ConfigError, load_config  # noqa: E402
 from simcit_dist.logs import setup_logging  # noqa: E402
+from simcit_dist.worker_env import WORKER_ENV_VARS  # noqa: E402
 
 T = TypeVar("T")
 
@@ -55,7 +56,7 @@ def run_main(main: Callable[[], None]) -> None:
 
 def local_runtime_env() -> dict[str, Any]:
     """Runtime env of a local Ray started by a job (no dashboard: see ``quiet_local_ray_workers``)."""
-    return {"env_vars": {"PYTHONPATH": str(REPO)},
+    return {"env_vars": {"PYTHONPATH": str(REPO), **WORKER_ENV_VARS},
             "worker_process_setup_hook": "simcit_dist.logs.quiet_local_ray_workers"}
 
 
