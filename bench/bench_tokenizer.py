@@ -47,6 +47,7 @@ from bench.common import (
     torch_threads,
     upload_dir,
 )
+from simcit_dist.tokenizer.train_utils import adamw
 
 NAME = "tokenizer"
 TITLE = "Tokenizer training throughput (Ray Train job vs bare read vs in-memory loop; vs SimCIT reference)"
@@ -250,7 +251,7 @@ def _inmem_worker(config: dict[str, Any]) -> None:
     if rank == 0:
         tokenizer.init_codebooks(batches[0])  # type: ignore[operator]
     model = DistributedDataParallel(tokenizer)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = adamw(model.parameters(), lr=1e-3, weight_decay=1e-4)
     gathers = {"gather": AllGatherWithGrad(), "local": None}
     times: dict[str, list[float]] = {"gather": [], "local": []}
     for i in range(2):  # warm-up (DDP buckets, allocator)
@@ -315,7 +316,7 @@ def single_process_loop(catalog: str, batch: int, steps: int) -> dict[str, Any]:
     torch.manual_seed(0)
     with torch_threads(threads):
         model = build_tokenizer(TokenizerConfig(), dict(ALGR_MODALITIES))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)  # type: ignore[attr-defined]
+        optimizer = adamw(model.parameters(), lr=1e-3, weight_decay=1e-4)  # type: ignore[attr-defined]
         times = []
         for i in range(steps + 1):
             t = time.perf_counter()
@@ -405,8 +406,8 @@ def compare_reference(batch: int, steps: int, reference_dir: str | None, rounds:
     ours = our_reference_model(symmetric=True)
     ours_one_way = our_reference_model(symmetric=False)
     steppers = {
-        "ours": _bind(our_step, ours, our_inputs),
-        "ours_one_way": _bind(our_step, ours_one_way, our_inputs),
+        "ours": _bind(our_step, ours, our_inputs, optimizer=adamw),  # the job's optimizer
+        "ours_one_way": _bind(our_step, ours_one_way, our_inputs, optimizer=adamw),
     }
     out: dict[str, Any] = {"batch": batch, "reference": "not available"}
     if reference_dir:
@@ -414,6 +415,7 @@ def compare_reference(batch: int, steps: int, reference_dir: str | None, rounds:
             make, config = load_reference(reference_dir)
             ref_model = make()
             ref_model.train()
+            # its train.py's optimizer: torch's AdamW with default options
             steppers["reference"] = _bind(reference_step, ref_model, ref_inputs, lr=2e-4, wd=1e-3)
             out["reference"] = reference_dir
             out["reference_config"] = config
@@ -424,9 +426,10 @@ def compare_reference(batch: int, steps: int, reference_dir: str | None, rounds:
     return out
 
 
-def _bind(step: Any, model: Any, batch: dict[str, torch.Tensor], lr: float = 1e-3, wd: float = 1e-4) -> Any:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    return lambda: step(model, optimizer, batch)
+def _bind(step: Any, model: Any, batch: dict[str, torch.Tensor], lr: float = 1e-3, wd: float = 1e-4,
+          optimizer: Any = None) -> Any:
+    opt = (optimizer or torch.optim.AdamW)(model.parameters(), lr=lr, weight_decay=wd)
+    return lambda: step(model, opt, batch)
 
 
 def reference_figures(res: BenchResult, ctx: BenchContext) -> None:

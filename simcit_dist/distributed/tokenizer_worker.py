@@ -34,6 +34,7 @@ from simcit_dist.distributed.train_state import TrainState, load_state, save_sta
 from simcit_dist.logs import filter_to_rank_zero
 from simcit_dist.storage import resolve
 from simcit_dist.tokenizer import build_tokenizer
+from simcit_dist.tokenizer.train_utils import adamw
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tokenizer = build_tokenizer(cfg.tokenizer, plan.input_dims)
     assert isinstance(tokenizer, nn.Module), "gradient-trained tokenizers are nn.Modules"
     tokenizer.to(device)
-    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = adamw(tokenizer.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.train.warmup_steps, cfg.train.lr_schedule,
                                 cfg.train.min_lr_ratio)
     state = TrainState()

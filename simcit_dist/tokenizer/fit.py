@@ -15,6 +15,7 @@ import torch
 
 from simcit_dist.tokenizer.base import FittableTokenizer, Tokenizer, TrainableTokenizer
 from simcit_dist.tokenizer.inputs import Batch
+from simcit_dist.tokenizer.train_utils import adamw
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def fit_local(tokenizer: Tokenizer, batches: Iterable[Batch], total_steps: int, 
 
 def _train(tokenizer: TrainableTokenizer, batches: Iterator[Batch], total_steps: int, lr: float,
            weight_decay: float, seed: int) -> list[dict[str, float]]:
-    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = adamw(tokenizer.parameters(), lr=lr, weight_decay=weight_decay)
     cfg = getattr(tokenizer, "cfg", None)
     reset_every = int(getattr(cfg, "dead_code_every", 0)) if getattr(cfg, "dead_code_reset", False) else 0
     generator = torch.Generator().manual_seed(seed)
