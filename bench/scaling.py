@@ -50,12 +50,13 @@ def train_flops_per_row(m: dict[str, Any], global_batch: float, pair: bool) -> f
 
     encoder (item, and partner with the pair view) + soft quantisation (distances and the weighted
     codeword sum: 2 x L x K x D) + heads + NT-Xent: the row's queries against all ``global_batch``
-    keys, one GEMM for anchors vs anchors and three per view (a->b, b->a, b->b), P wide each.
+    keys, one GEMM for anchors vs anchors and two per view (a->b, whose columns also give b->a, and
+    b->b; see ``simcit_dist/tokenizer/losses.py``), P wide each.
     """
     enc = encoder_macs(m) * (2 if pair else 1)
     quant = 2 * m["levels"] * m["codebook"] * m["latent"]
     heads = (1 + m["views"]) * m["latent"] * m["proj"]
-    loss = (1 + 3 * m["views"]) * global_batch * m["proj"]
+    loss = (1 + 2 * m["views"]) * global_batch * m["proj"]
     return 3 * 2 * (enc + quant + heads + loss)
 
 
