@@ -97,6 +97,7 @@ def machine_info(smoke: bool) -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
+        "cpu_model": cpu_model(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "torch_threads": torch.get_num_threads(),
         "ray_num_cpus": RAY_NUM_CPUS,
@@ -109,6 +110,22 @@ def machine_info(smoke: bool) -> dict[str, Any]:
         "load_avg_1m": load[0],
         "smoke": smoke,
     }
+
+
+def cpu_model() -> str:
+    """'<model name> (<widest x86 vector ISA>)' from /proc/cpuinfo: results are comparable across runs
+    only on the same CPU (this sandbox's VMs have come as AVX-512 Xeons and as AVX2 EPYCs)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    fields = dict(line.split(":", 1) for line in info.split("\n\n", 1)[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    isa = next((name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                if flag in flags), "")
+    model = fields.get("model name", platform.processor() or "unknown")
+    return f"{model} ({isa})" if isa else model
 
 
 def _git_commit() -> str:

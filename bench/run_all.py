@@ -83,7 +83,8 @@ def _verdict(passed: bool | None, target: str) -> str:
 
 def module_table(result: dict[str, Any], results_link: str) -> str:
     m = result["machine"]
-    head = (f"### {result['title']}\n\n`{results_link}/{result['name']}.json` — {m['date']}, {m['cpu_count']} CPUs "
+    cpu = f"{m['cpu_model']}, " if m.get("cpu_model") else ""
+    head = (f"### {result['title']}\n\n`{results_link}/{result['name']}.json` — {m['date']}, {cpu}{m['cpu_count']} CPUs "
             f"({m.get('physical_cores')} cores), Ray {m['ray_version']} with {m.get('ray_num_cpus')} logical CPUs, "
             f"load average {_fmt(m.get('load_avg_1m'))} -> {_fmt(m.get('load_avg_1m_end'))}, "
             f"{result['seconds']:.0f} s{' — **smoke run: tiny sizes, not representative**' if m.get('smoke') else ''}"
