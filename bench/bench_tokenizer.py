@@ -269,18 +269,18 @@ def _inmem_worker(config: dict[str, Any]) -> None:
 
 
 def gather_comm_seconds(gather: Any, local: int, tokenizer: Any, repeats: int) -> float:
-    """The collectives of one step's loss alone (see ``losses._nt_xent``): all-gathers of the
-    (B, 1 + V, P) features and of the (V, N) column logsumexps, each with its backward (a
-    reduce-scatter), and of the (B, 1 + 2V + R) id/validity/related-id metadata."""
+    """The collectives of one step's loss alone (see ``losses._nt_xent``): the all-gather of the
+    (B, 1 + V, P) features and the all-to-all of the (V, N) column logsumexps, each with its
+    backward, and the all-gather of the (B, 1 + 2V + R) id/validity/related-id metadata."""
     views = len(tokenizer.modalities)  # this benchmark's batches carry no partner (no pair view, R = 1)
     feats = torch.randn(local, 1 + views, tokenizer.cfg.proj_dim, requires_grad=True)
-    columns = torch.randn(1, views, local * gather.world_size, requires_grad=True)
+    columns = torch.randn(gather.world_size, views, local, requires_grad=True)
     meta = torch.zeros(local, 1 + 2 * views + 1, dtype=torch.int64)
     times = []
     for _ in range(repeats + 1):
         t = time.perf_counter()
         gather(meta)
-        (gather(feats).sum() + gather(columns).sum()).backward()
+        (gather(feats).sum() + gather.exchange(columns).sum()).backward()
         times.append(time.perf_counter() - t)
     return median(times[1:])
 

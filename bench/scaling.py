@@ -76,7 +76,8 @@ def tokenizer_epoch(n: int, local_fixed: bool, gpu: str, measured: dict[str, Any
     row_bytes = 2 * (ALGR["dim"] * 4 + 8)  # item + partner embeddings and ids
     decode_rate = measured["read_items_per_s_per_core"] * a["cpus_per_gpu_worker"]  # rows/s per worker
     input_s = local / min(decode_rate, a["network_gb_per_s_per_worker"] * 1e9 / row_bytes)
-    gather_bytes = 2 * global_batch * (1 + ALGR["views"]) * ALGR["proj"] * 4  # all_gather + its backward
+    # features (B, 1 + V, P) all-gathered and reduce-scattered back, (V, N) column logsumexps all-to-all both ways
+    gather_bytes = 2 * global_batch * ((1 + ALGR["views"]) * ALGR["proj"] + ALGR["views"]) * 4
     gather = gather_bytes / (a["network_gb_per_s_per_worker"] * 1e9)
     step = max(compute, input_s) + gather
     hours = steps * step / 3600

@@ -2,7 +2,7 @@
 
 ``AllGatherWithGrad`` is the tokenizer loss's ``Gather``: every rank gets the keys of all ranks
 in rank order, and the backward pass sums each rank's key gradients back to its owner
-(``torch.distributed.nn.functional.all_gather``). With DDP's gradient average on top, the
+(``torch.distributed.nn.functional.all_gather``); its ``exchange`` is the matching all-to-all. With DDP's gradient average on top, the
 parameter gradients equal those of one process computing the loss on the global batch.
 """
 
@@ -28,6 +28,14 @@ class AllGatherWithGrad:
         if self.world_size == 1:
             return t
         return torch.cat(dist_fn.all_gather(t.contiguous()), dim=0)
+
+    def exchange(self, t: Tensor) -> Tensor:
+        """All-to-all of a (world_size, ...) tensor: ``t[r]`` goes to rank r, the result's ``[s]``
+        came from rank s; the backward sends each gradient block back where it came from."""
+        if self.world_size == 1:
+            return t
+        received = list(torch.empty_like(t).unbind(0))
+        return torch.stack(dist_fn.all_to_all(received, [x.contiguous() for x in t.unbind(0)]))
 
 
 def all_gather_no_grad(t: Tensor) -> Tensor:

@@ -29,18 +29,21 @@ _MASKED = -1e9  # logit of a masked key: exp() underflows to 0 in float32, but s
 
 
 class Gather(Protocol):
-    """All-gather with gradient, supplied by the distributed job.
+    """The loss's collectives with gradient, supplied by the distributed job.
 
     ``gather(t)`` concatenates a (B_local, ...) tensor from every rank along dim 0 in rank order,
     and routes gradients back to the owning rank (``torch.distributed.nn.all_gather``). It is
     also called on int64 tensors (ids, masks), which need no gradient. All ranks must use the same
-    B_local.
+    B_local. ``gather.exchange(t)`` is an all-to-all: t (world, ...) holds in ``t[r]`` what goes
+    to rank r, and the result's ``[s]`` is what rank s sent here (``torch.distributed.nn.all_to_all``).
     """
 
     rank: int
     world_size: int
 
     def __call__(self, t: Tensor) -> Tensor: ...
+
+    def exchange(self, t: Tensor) -> Tensor: ...
 
 
 Entries = tuple[Tensor, Tensor]  # (rows, cols) of the logits that are not negatives
@@ -139,12 +142,14 @@ def _anchor_direction(a_s: Tensor, b_s: Tensor, keys_v: Tensor, masked_v: Entrie
 
 def _local_columns(col_lse: Tensor, gather: Gather | None, b_local: int) -> Tensor:
     """(V, N) column logsumexps over each rank's anchors -> (V, B) over all anchors, for this rank's
-    own queries: one all-gather (with gradient) of V*N numbers, combined by a logsumexp over ranks."""
+    own queries: an all-to-all (with gradient) sends each rank the (V, B) block of its queries'
+    columns -- V * N numbers in and out per rank whatever the world size -- and a logsumexp over
+    the senders combines them."""
     if gather is None:
         return col_lse
-    per_rank = gather(col_lse.unsqueeze(0))  # (world, V, N)
-    start = gather.rank * b_local
-    return torch.logsumexp(per_rank[:, :, start:start + b_local], dim=0)
+    n_views = col_lse.shape[0]
+    outgoing = col_lse.view(n_views, gather.world_size, b_local).transpose(0, 1)  # [r]: rank r's queries
+    return torch.logsumexp(gather.exchange(outgoing.contiguous()), dim=0)  # (world, V, B) -> (V, B)
 
 
 def multiview_nt_xent(anchor: Tensor, views: Tensor, valid: Tensor, anchor_ids: Tensor, view_ids: Tensor,

@@ -1,4 +1,4 @@
-"""An in-process stand-in for an all-gather with gradient: one thread per rank.
+"""An in-process stand-in for the loss's all-gather and all-to-all with gradient: one thread per rank.
 
 Each rank's thread runs the same code it would run under DDP; ``ThreadGather(t)`` hands its
 tensor to the others and returns the rank-ordered concatenation. All threads build one autograd
@@ -36,6 +36,14 @@ class ThreadGather:
             self.group.slots.setdefault(call, [None] * self.world_size)[self.rank] = t
         self.group.barrier.wait()
         return torch.cat(self.group.slots[call], dim=0)
+
+    def exchange(self, t: torch.Tensor) -> torch.Tensor:
+        """All-to-all: row r of every rank's (world, ...) tensor goes to rank r, in sender order."""
+        call, self.calls = self.calls, self.calls + 1
+        with self.group.lock:
+            self.group.slots.setdefault(call, [None] * self.world_size)[self.rank] = t
+        self.group.barrier.wait()
+        return torch.stack([sent[self.rank] for sent in self.group.slots[call]])
 
 
 def run_ranks(world_size: int, fn: Callable[[int, ThreadGather], Any]) -> list[Any]:
