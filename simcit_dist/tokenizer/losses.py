@@ -12,7 +12,7 @@ For query anchor a_i = g(z_hat_i) and view v with keys b_j = h_v(.) (all L2-norm
 
 and, when symmetric, the same with the roles of a and b swapped, averaged. The b -> a logits are
 the a -> b logits read down the columns, so each rank reduces its (B, N) block over its own anchors
-and one small all-gather of those (V, N) column logsumexps completes them (no third GEMM per view).
+and one small all-to-all of those (V, N) column logsumexps completes them (no third GEMM per view).
 A key whose item id is the query's own item or its co-occurrence partner (other than the positive
 itself) is not a negative: duplicates of an item in a batch are false negatives.
 """
