@@ -2,8 +2,9 @@
 
 ``AllGatherWithGrad`` is the tokenizer loss's ``Gather``: every rank gets the keys of all ranks
 in rank order, and the backward pass sums each rank's key gradients back to its owner
-(``torch.distributed.nn.functional.all_gather``); its ``exchange`` is the matching all-to-all. With DDP's gradient average on top, the
-parameter gradients equal those of one process computing the loss on the global batch.
+(``torch.distributed.nn.functional.all_gather``); its ``exchange`` is the matching all-to-all.
+With DDP's gradient average on top, the parameter gradients equal those of one process computing
+the loss on the global batch.
 """
 
 from __future__ import annotations

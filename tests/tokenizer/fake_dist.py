@@ -30,20 +30,20 @@ class ThreadGather:
         self.world_size = group.world_size
         self.calls = 0
 
-    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+    def _post(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's tensor of this call, in rank order, once all ranks have posted theirs."""
         call, self.calls = self.calls, self.calls + 1
         with self.group.lock:
             self.group.slots.setdefault(call, [None] * self.world_size)[self.rank] = t
         self.group.barrier.wait()
-        return torch.cat(self.group.slots[call], dim=0)
+        return self.group.slots[call]
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self._post(t), dim=0)
 
     def exchange(self, t: torch.Tensor) -> torch.Tensor:
         """All-to-all: row r of every rank's (world, ...) tensor goes to rank r, in sender order."""
-        call, self.calls = self.calls, self.calls + 1
-        with self.group.lock:
-            self.group.slots.setdefault(call, [None] * self.world_size)[self.rank] = t
-        self.group.barrier.wait()
-        return torch.stack([sent[self.rank] for sent in self.group.slots[call]])
+        return torch.stack([sent[self.rank] for sent in self._post(t)])
 
 
 def run_ranks(world_size: int, fn: Callable[[int, ThreadGather], Any]) -> list[Any]:
