@@ -112,15 +112,26 @@ def test_foursquare_nyc(shared_data, tmp_path, ray_local) -> None:
 
 @pytest.mark.slow
 def test_scientific_text_embeddings_on_a_subset(shared_data, tmp_path, ray_local) -> None:
-    """The Ray Data encoder job on 24 items equals encoding the same texts directly."""
+    """The Ray Data encoder job on 24 items equals encoding the same texts directly, and two runs
+    with two actors each (blocks finishing in any order) write the same files, byte for byte."""
     items = json.loads((shared_data / "amazon_scientific" / "Scientific.item.json").read_text())
     raw = json.loads((shared_data / "amazon_scientific" / "Scientific.inter.json").read_text())
-    text = TextEmbedConfig(batch_size=8, num_actors=1)
-    cfg = ConvertJobConfig(source="amazon", output=f"{tmp_path}/out", run_dir=f"{tmp_path}/run", amazon=AmazonConfig(
-        inter_json=str(shared_data / "amazon_scientific" / "Scientific.inter.json"),
-        item_json=str(shared_data / "amazon_scientific" / "Scientific.item.json"), text=text, max_items=24,
-        behaviour=BehaviourConfig(cf_dim=4)))
-    report = convert(cfg)
+    text = TextEmbedConfig(batch_size=4, num_actors=2)
+
+    def run(name: str):
+        return convert(ConvertJobConfig(
+            source="amazon", output=f"{tmp_path}/{name}", run_dir=f"{tmp_path}/run-{name}", amazon=AmazonConfig(
+                inter_json=str(shared_data / "amazon_scientific" / "Scientific.inter.json"),
+                item_json=str(shared_data / "amazon_scientific" / "Scientific.item.json"), text=text,
+                max_items=24, behaviour=BehaviourConfig(cf_dim=4))))
+
+    report = run("out")
+    run("again")
+    written = {f.relative_to(tmp_path / "out"): f.read_bytes() for f in sorted((tmp_path / "out").rglob("*.parquet"))}
+    again = {f.relative_to(tmp_path / "again"): f.read_bytes()
+             for f in sorted((tmp_path / "again").rglob("*.parquet"))}
+    assert len([f for f in written if f.parts[0] == "catalog"]) == 6  # 24 items / batch 4, capped at 4 x actors
+    assert written == again
     kept = sum(1 for seq in raw.values() for i in seq if i < 24)
     assert report.tables["interactions"].output_rows == kept
     assert report.tables["interactions"].notes["outside_max_items"] == 58_492 - kept

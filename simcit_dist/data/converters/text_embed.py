@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from simcit_dist.data.job_configs import TextEmbedConfig
+from simcit_dist.data.parquet_io import write_table
 from simcit_dist.data.schemas import embedding_type
 from simcit_dist.storage import Location
 
@@ -64,14 +65,21 @@ class TextEmbedder:
 
 
 def embed_texts(table: pa.Table, cfg: TextEmbedConfig, out: Location) -> None:
-    """Add ``cfg.column`` to ``table`` and write the result as Parquet parts under ``out``."""
+    """Add ``cfg.column`` to ``table`` and write the result as Parquet parts under ``out``.
+
+    Byte-reproducible: blocks keep their order (``preserve_order``), so every encoder call sees the
+    same batch of texts (the encoder pads to the longest text of a batch, and another batch
+    composition moves the floats in the last bits), and part ``i`` is block ``i`` under a fixed
+    name instead of ``write_parquet``'s per-run UUID names in completion order. A catalog made
+    twice from the same files is then the same bytes, and so is everything trained on it.
+    """
     import ray.data
 
     blocks = max(1, min(table.num_rows // max(cfg.batch_size, 1), 4 * cfg.num_actors))
     ds = ray.data.from_arrow(table).repartition(blocks)
+    ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(TextEmbedder, fn_constructor_kwargs={"cfg": cfg}, batch_size=cfg.batch_size,
                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
                         num_gpus=cfg.num_gpus or None)
-    if not out.is_s3:
-        out.fs.create_dir(out.path, recursive=True)
-    ds.write_parquet(out.path, filesystem=out.fs)
+    for part, block in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
+        write_table(block, out.child(f"part-{part:05d}.parquet"))
