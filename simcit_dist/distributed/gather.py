@@ -1,17 +1,22 @@
 """Cross-worker gathers for the contrastive loss (open_clip's ``gather_features``, in small).
 
 ``AllGatherWithGrad`` is the tokenizer loss's ``Gather``: every rank gets the keys of all ranks
-in rank order, and the backward pass sums each rank's key gradients back to its owner
-(``torch.distributed.nn.functional.all_gather``); its ``exchange`` is the matching all-to-all.
-With DDP's gradient average on top, the parameter gradients equal those of one process computing
-the loss on the global batch.
+in rank order, and the backward pass sums each rank's key gradients back to its owner; its
+``exchange`` is the matching all-to-all. With DDP's gradient average on top, the parameter
+gradients equal those of one process computing the loss on the global batch.
+
+The autograd functions are ours, over torch's public single-tensor collectives (one
+``all_gather_single`` forward, one ``reduce_scatter_single`` backward; gloo and NCCL both have
+them): ``torch.distributed.nn.functional`` is deprecated (a FutureWarning from every worker), and
+on gloo its all-gather backward ran one scatter per rank.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 
 
@@ -28,15 +33,53 @@ class AllGatherWithGrad:
     def __call__(self, t: Tensor) -> Tensor:
         if self.world_size == 1:
             return t
-        return torch.cat(dist_fn.all_gather(t.contiguous()), dim=0)
+        out = _GatherRows.apply(t)
+        assert isinstance(out, Tensor)
+        return out
 
     def exchange(self, t: Tensor) -> Tensor:
         """All-to-all of a (world_size, ...) tensor: ``t[r]`` goes to rank r, the result's ``[s]``
         came from rank s; the backward sends each gradient block back where it came from."""
         if self.world_size == 1:
             return t
-        received = list(torch.empty_like(t).unbind(0))
-        return torch.stack(dist_fn.all_to_all(received, [x.contiguous() for x in t.unbind(0)]))
+        if t.shape[0] != self.world_size:
+            raise ValueError(f"exchange needs one block per rank: got {t.shape[0]} blocks for {self.world_size} ranks")
+        out = _ExchangeBlocks.apply(t)
+        assert isinstance(out, Tensor)
+        return out
+
+
+class _GatherRows(torch.autograd.Function):
+    """(B, ...) on each rank -> (world x B, ...) in rank order; the gradient of a rank's rows is the
+    sum of every rank's gradient for them (each rank's loss used them)."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor) -> Tensor:
+        out = t.new_empty((dist.get_world_size() * t.shape[0], *t.shape[1:]))
+        dist.all_gather_single(out, t.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        out = grad.new_empty((grad.shape[0] // dist.get_world_size(), *grad.shape[1:]))
+        dist.reduce_scatter_single(out, grad.contiguous())
+        return out
+
+
+class _ExchangeBlocks(torch.autograd.Function):
+    """All-to-all of equal blocks along dim 0; its own adjoint, so the backward is the same exchange."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor) -> Tensor:
+        out = torch.empty_like(t, memory_format=torch.contiguous_format)
+        dist.all_to_all_single(out, t.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        out = torch.empty_like(grad, memory_format=torch.contiguous_format)
+        dist.all_to_all_single(out, grad.contiguous())
+        return out
 
 
 def all_gather_no_grad(t: Tensor) -> Tensor:

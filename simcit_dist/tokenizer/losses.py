@@ -32,10 +32,11 @@ class Gather(Protocol):
     """The loss's collectives with gradient, supplied by the distributed job.
 
     ``gather(t)`` concatenates a (B_local, ...) tensor from every rank along dim 0 in rank order,
-    and routes gradients back to the owning rank (``torch.distributed.nn.all_gather``). It is
-    also called on int64 tensors (ids, masks), which need no gradient. All ranks must use the same
-    B_local. ``gather.exchange(t)`` is an all-to-all: t (world, ...) holds in ``t[r]`` what goes
-    to rank r, and the result's ``[s]`` is what rank s sent here (``torch.distributed.nn.all_to_all``).
+    and routes gradients back to the owning rank (``AllGatherWithGrad``: all-gather forward,
+    reduce-scatter backward). It is also called on int64 tensors (ids, masks), which need no
+    gradient. All ranks must use the same B_local. ``gather.exchange(t)`` is an all-to-all:
+    t (world, ...) holds in ``t[r]`` what goes to rank r, and the result's ``[s]`` is what rank s
+    sent here (its backward is the same all-to-all).
     """
 
     rank: int

@@ -121,3 +121,49 @@ def test_dead_code_reset_keeps_replicas_identical(tmp_path) -> None:
     assert r0["reset"] == r1["reset"] >= 2
     assert torch.equal(r0["codebooks"], r1["codebooks"])
     assert float(r0["codebooks"][:, 3].abs().max()) < 100  # moved onto real residuals
+
+
+PRIMITIVE_WORLD, ROWS = 3, 4
+
+
+def _primitive_worker(rank: int, port: int, out_path: str) -> None:
+    """Each rank's inputs and upstream gradients are ``_rank_tensors(rank)``; FutureWarnings are
+    errors, so a deprecated collective fails the test."""
+    import warnings
+
+    warnings.simplefilter("error", FutureWarning)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=PRIMITIVE_WORLD)
+    t, up_gather, blocks, up_exchange = (x.clone() for x in _rank_tensors(rank))
+    t.requires_grad_(True)
+    blocks.requires_grad_(True)
+    gather = AllGatherWithGrad()
+    gathered = gather(t)
+    exchanged = gather.exchange(blocks)
+    ((gathered * up_gather).sum() + (exchanged * up_exchange).sum()).backward()
+    torch.save({"gathered": gathered.detach(), "exchanged": exchanged.detach(), "t_grad": t.grad,
+                "blocks_grad": blocks.grad}, f"{out_path}.{rank}")
+    dist.destroy_process_group()
+
+
+def _rank_tensors(rank: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(100 + rank)
+    return (torch.randn(ROWS, 5, generator=g), torch.randn(PRIMITIVE_WORLD * ROWS, 5, generator=g),
+            torch.randn(PRIMITIVE_WORLD, 2, 3, generator=g), torch.randn(PRIMITIVE_WORLD, 2, 3, generator=g))
+
+
+def test_gather_and_exchange_values_and_gradients_on_three_ranks(tmp_path) -> None:
+    """Gather: every rank gets all ranks' rows in rank order; a rank's rows get the sum of every
+    rank's upstream gradient for them. Exchange: block r of rank s lands at [s] on rank r; its
+    gradient goes back the same way."""
+    out = tmp_path / "prim"
+    mp.spawn(_primitive_worker, args=(_free_port(), str(out)), nprocs=PRIMITIVE_WORLD, join=True)
+    got = [torch.load(f"{out}.{r}") for r in range(PRIMITIVE_WORLD)]
+    ins = [_rank_tensors(r) for r in range(PRIMITIVE_WORLD)]
+    everyone = torch.cat([x[0] for x in ins])
+    for r in range(PRIMITIVE_WORLD):
+        own = slice(r * ROWS, (r + 1) * ROWS)
+        assert torch.equal(got[r]["gathered"], everyone)
+        torch.testing.assert_close(got[r]["t_grad"], sum(x[1][own] for x in ins))
+        assert torch.equal(got[r]["exchanged"], torch.stack([ins[s][2][r] for s in range(PRIMITIVE_WORLD)]))
+        assert torch.equal(got[r]["blocks_grad"], torch.stack([ins[s][3][r] for s in range(PRIMITIVE_WORLD)]))

@@ -3,7 +3,7 @@
 Each rank's thread runs the same code it would run under DDP; ``ThreadGather(t)`` hands its
 tensor to the others and returns the rank-ordered concatenation. All threads build one autograd
 graph, so backpropagating the ranks' averaged losses routes every gradient to the rank that
-produced the tensor -- what ``torch.distributed.nn.all_gather`` does across processes.
+produced the tensor -- what ``AllGatherWithGrad`` does across processes.
 """
 
 from __future__ import annotations
