@@ -20,10 +20,37 @@ class RankZeroFilter(logging.Filter):
         return self.rank == 0 or record.levelno >= logging.WARNING
 
 
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# ray.experimental.tqdm_ray.RAY_TQDM_MAGIC (tests check they agree): a worker's progress bar sends
+# its state to the driver as one JSON line carrying this token.
+RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"
+
+
+class LineFormatter(logging.Formatter):
+    """``LINE_FORMAT``, except for Ray's progress-bar state lines, which pass through verbatim.
+
+    Ray Train routes a worker's ``print`` through the root logger, and Ray Data's progress bars
+    inside a train worker ``print`` their state as JSON for the driver to decode: with our prefix
+    in front the driver cannot parse it, warns "[tqdm_ray] Failed to decode" once and drops every
+    update of those bars.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(LINE_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if RAY_TQDM_MAGIC in message:
+            return message
+        return super().format(record)
+
+
 def setup_logging(level: str | int | None = None) -> None:
     """Configure the root logger once (level from ``SIMCIT_LOG_LEVEL``, default INFO)."""
     level = level or os.environ.get("SIMCIT_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=level, format=LINE_FORMAT, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(LineFormatter())
     for noisy in ("botocore", "s3fs", "urllib3", "filelock", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

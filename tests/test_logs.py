@@ -1,13 +1,21 @@
-"""Logging set-up: rank-0 filtering, and the local-Ray hook that quiets Ray Train's state-API poller."""
+"""Logging set-up: rank-0 filtering, Ray progress-bar lines left parseable, and the local-Ray hook
+that quiets Ray Train's state-API poller."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from ray._common.utils import load_class  # how Ray resolves a string worker_process_setup_hook
 
-from simcit_dist.logs import PLACEMENT_GROUP_CLEANER_LOGGER, RankZeroFilter, quiet_local_ray_workers
+from simcit_dist.logs import (
+    PLACEMENT_GROUP_CLEANER_LOGGER,
+    RAY_TQDM_MAGIC,
+    RankZeroFilter,
+    quiet_local_ray_workers,
+    setup_logging,
+)
 from tests.jobs_registry import load_job_module
 
 
@@ -43,3 +51,27 @@ def test_local_ray_hook_silences_the_placement_group_cleaner_warnings_only() -> 
         assert logging.getLogger("ray.train").isEnabledFor(logging.WARNING)  # nothing else is quieted
     finally:
         logger.setLevel(before)
+
+
+def test_ray_progress_bar_state_passes_the_root_handler_unprefixed() -> None:
+    """Inside a Ray Train worker ``print`` goes to the root logger; tqdm_ray's state line must come
+    out as JSON the driver can parse (``ray._private.worker.process_tqdm``), other lines prefixed."""
+    from ray.experimental import tqdm_ray
+
+    assert tqdm_ray.RAY_TQDM_MAGIC == RAY_TQDM_MAGIC
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO")
+        formatter = root.handlers[0].formatter
+        assert formatter is not None
+        state = {"__magic_token__": tqdm_ray.RAY_TQDM_MAGIC, "x": 3, "pos": 0, "desc": "Running Dataset",
+                 "total": None, "unit": " row", "ip": "127.0.0.1", "pid": 1, "uuid": "u", "closed": False}
+        line = json.dumps(state) + "\n"  # what tqdm_ray prints in a worker
+        record = logging.LogRecord("root", logging.INFO, __file__, 1, line, None, None)
+        assert json.loads(formatter.format(record)) == state
+        plain = formatter.format(logging.LogRecord("simcit", logging.INFO, __file__, 1, "hello", None, None))
+        assert plain.endswith(" INFO simcit: hello") and plain != "hello"
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
