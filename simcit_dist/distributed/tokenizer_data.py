@@ -244,8 +244,11 @@ def holdout_dataset(catalog: Location, columns: Sequence[str], holdout_fraction:
     """The held-back items (for SID metrics at the end of training), at most ``max_items``."""
     ds = read_dataset(catalog, columns=list(columns))
     ds = ds.map_batches(partial(_split_filter, fraction=holdout_fraction, keep_holdout=True),
-                        batch_format="pyarrow", zero_copy_batch=True)
-    return ds.limit(max_items)
+                        batch_format="pyarrow", zero_copy_batch=True).limit(max_items)
+    # Read whole by rank 0 inside its train worker: a progress bar there is drawn by the driver
+    # beside the job's own progress line, and Ray never closes it, so every later redraw repeats it.
+    ds.context.enable_progress_bars = False
+    return ds
 
 
 class TokenizerCollate(ArrowBatchCollateFn):

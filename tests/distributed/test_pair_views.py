@@ -80,3 +80,21 @@ def test_pair_views_of_a_sample_of_anchors(tmp_path, ray_local) -> None:
     assert build_pair_views(*args, num_partitions=3, anchor_fraction=0.3) == rows
     with pytest.raises(ValueError, match="anchor_fraction 0.3, this run asks for 1.0"):
         build_pair_views(*args, num_partitions=3)
+
+
+def test_holdout_dataset_is_the_held_back_sample_without_progress_bars(tmp_path, ray_local) -> None:
+    """Rank 0 reads it inside its train worker, where a Ray progress bar would be redrawn beside
+    the job's own progress line for the rest of the run (ours is the one progress line)."""
+    import ray.data
+
+    from simcit_dist.distributed.tokenizer_data import holdout_dataset, holdout_mask
+
+    catalog = small_catalog(2000)
+    loc = write_catalog(catalog, str(tmp_path / "catalog"))
+    ds = holdout_dataset(loc, ["item_id", "emb_a"], 0.1, max_items=10_000)
+    assert ray.data.DataContext.get_current().enable_progress_bars  # the default stays on elsewhere
+    assert not ds.context.enable_progress_bars
+    ids = catalog.column("item_id").to_numpy()
+    expected = np.sort(ids[holdout_mask(ids, 0.1)])
+    got = np.sort(ds.to_pandas()["item_id"].to_numpy())
+    assert 100 < len(got) < 300 and np.array_equal(got, expected)
