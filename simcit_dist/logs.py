@@ -48,9 +48,9 @@ class LineFormatter(logging.Formatter):
 def setup_logging(level: str | int | None = None) -> None:
     """Configure the root logger once (level from ``SIMCIT_LOG_LEVEL``, default INFO)."""
     level = level or os.environ.get("SIMCIT_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level, format=LINE_FORMAT, force=True)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(LineFormatter())
+    handler = logging.StreamHandler()
+    handler.setFormatter(LineFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("botocore", "s3fs", "urllib3", "filelock", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
