@@ -5,6 +5,7 @@ Library modules only call ``logging.getLogger(__name__)``; jobs call :func:`setu
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 
@@ -45,11 +46,37 @@ class LineFormatter(logging.Formatter):
         return super().format(record)
 
 
+def _ray_package_dir() -> str | None:
+    spec = importlib.util.find_spec("ray")  # finds the package without importing it
+    locations = spec.submodule_search_locations if spec else None
+    return os.path.join(list(locations)[0], "") if locations else None
+
+
+class RayFileLoggerFilter(logging.Filter):
+    """Drop info/debug records of Ray modules that name their logger by file path.
+
+    A few Ray modules call ``logging.getLogger(__file__)`` (Ray Train V2 logs "Reporting training
+    result ..." with the whole metrics dict on every ``ray.train.report``). Such a logger sits
+    outside the ``ray`` hierarchy, whose own level Ray sets, so with our INFO root every report
+    printed one long line from each worker. Ray's own warnings still pass.
+    """
+
+    def __init__(self, package_dir: str | None = None) -> None:
+        super().__init__()
+        self.package_dir = package_dir if package_dir is not None else _ray_package_dir()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not self.package_dir:
+            return True
+        return not record.name.startswith(self.package_dir)
+
+
 def setup_logging(level: str | int | None = None) -> None:
     """Configure the root logger once (level from ``SIMCIT_LOG_LEVEL``, default INFO)."""
     level = level or os.environ.get("SIMCIT_LOG_LEVEL", "INFO")
     handler = logging.StreamHandler()
     handler.setFormatter(LineFormatter())
+    handler.addFilter(RayFileLoggerFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("botocore", "s3fs", "urllib3", "filelock", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -75,3 +75,28 @@ def test_ray_progress_bar_state_passes_the_root_handler_unprefixed() -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_ray_loggers_named_by_file_path_lose_info_but_keep_warnings() -> None:
+    """Ray Train V2's context logs every ``ray.train.report`` at INFO under a logger named by its
+    file path (outside the ``ray`` hierarchy): our handler drops those lines, not Ray's warnings,
+    and not our own INFO."""
+    from ray.train.v2._internal.execution import context
+
+    assert context.logger.name == context.__file__  # still named by path: else this filter is moot
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO")
+        handler = root.handlers[0]
+
+        def passes(name: str, level: int) -> bool:
+            return bool(handler.filter(logging.LogRecord(name, level, __file__, 1, "m", None, None)))
+
+        assert not passes(context.logger.name, logging.INFO)
+        assert passes(context.logger.name, logging.WARNING)
+        assert passes("simcit_dist.recommender.trainer", logging.INFO)
+        assert passes("ray.train", logging.INFO)  # the ray hierarchy keeps the level Ray gives it
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
