@@ -5,7 +5,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from simcit_dist.data.parquet_io import read_table, write_table
+from simcit_dist.data.parquet_io import read_file, read_table, write_table
 from simcit_dist.storage import (
     StorageConfig,
     exists,
@@ -46,6 +46,10 @@ def _roundtrip(root_uri: str, storage: StorageConfig | None) -> None:
     table = pa.table({"item_id": pa.array([3, 1, 2], pa.int64())})
     write_table(table, root.child("t", "part-0.parquet"))
     write_table(table, root.child("t", "part-1.parquet"))
+    wide = table.append_column("x", pa.array([0.5, None, 2.0]))
+    write_table(wide, root.child("w.parquet"))
+    assert read_file(root.child("w.parquet")).equals(wide)
+    assert read_file(root.child("w.parquet"), ["x"], use_threads=False).equals(wide.select(["x"]))
     write_json(root.child("t", "_meta.json"), {"a": 1})
     assert [f.uri.rsplit("/", 1)[1] for f in list_files(root.child("t"))] == ["part-0.parquet", "part-1.parquet"]
     assert read_table(root.child("t")).column("item_id").to_pylist() == [3, 1, 2, 3, 1, 2]

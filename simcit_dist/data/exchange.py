@@ -25,6 +25,7 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
 from simcit_dist.data.fingerprint import partition_of
+from simcit_dist.data.parquet_io import read_file
 from simcit_dist.storage import Location, list_files
 
 
@@ -97,5 +98,5 @@ def read_partition(exchange: Location, partition: int, tag: str | None = None,
         files = [f for f in files if f.path.rsplit("/", 1)[-1].startswith(tag + "-")]
     if not files:
         return None
-    tables = [pq.read_table(f.path, filesystem=f.fs, columns=list(columns) if columns else None) for f in files]
+    tables = [read_file(f, columns, use_threads=False) for f in files]  # P files per partition: keep each cheap
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]

@@ -41,10 +41,21 @@ def read_schema(loc: Location) -> pa.Schema:
     return pq.read_schema(first.path, filesystem=first.fs)
 
 
+def read_file(loc: Location, columns: Sequence[str] | None = None, use_threads: bool = True) -> pa.Table:
+    """Read one Parquet file whole.
+
+    ``pq.read_table`` goes through the dataset API (discovery, a fragment, a scanner): ~0.8 ms a
+    file against ~0.25 ms here on local disk, which adds up in an exchange of P x P small files.
+    ``use_threads=False`` in one-CPU Ray tasks, where decoding threads only compete with the
+    other tasks.
+    """
+    with loc.fs.open_input_file(loc.path) as f:
+        return pq.ParquetFile(f).read(columns=list(columns) if columns else None, use_threads=use_threads)
+
+
 def read_table(loc: Location, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a whole (small) table: manifests, test fixtures, SID lookups of bounded size."""
-    files = parquet_files(loc)
-    tables = [pq.read_table(f.path, filesystem=f.fs, columns=list(columns) if columns else None) for f in files]
+    tables = [read_file(f, columns) for f in parquet_files(loc)]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 

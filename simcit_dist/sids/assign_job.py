@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy
 
 from simcit_dist.config import AssignJobConfig, to_dict
 from simcit_dist.data.exchange import ExchangeSink, read_partition, write_partitions
-from simcit_dist.data.parquet_io import read_dataset, read_schema, write_table
+from simcit_dist.data.parquet_io import read_dataset, read_file, read_schema, write_table
 from simcit_dist.data.schemas import ITEM_ID, check_catalog_schema
 from simcit_dist.data.task_gather import completed
 from simcit_dist.sids import publish as pub
@@ -215,7 +214,7 @@ def _carry_retired(ctx: _Context, exchange_b: Location) -> None:
     """Previous retired SIDs still in quarantine go to exchange B as reserved rows."""
     retired = version_dir(ctx.root, str(ctx.previous)).child("retired")
     for f in list_files(retired, suffix=".parquet"):  # bounded: one file per partition
-        table = pq.read_table(f.path, filesystem=f.fs)
+        table = read_file(f)
         n = table.num_rows
         if not n:
             continue
