@@ -27,8 +27,8 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from simcit_dist.config import AssignJobConfig, to_dict
-from simcit_dist.data.exchange import ExchangeSink, read_partition, write_partitions
-from simcit_dist.data.parquet_io import read_dataset, read_file, read_schema, write_table
+from simcit_dist.data.exchange import ExchangeSink, write_partitions
+from simcit_dist.data.parquet_io import read_dataset, read_file, read_schema
 from simcit_dist.data.schemas import ITEM_ID, check_catalog_schema
 from simcit_dist.data.task_gather import completed
 from simcit_dist.sids import publish as pub
@@ -40,16 +40,14 @@ from simcit_dist.sids.resolve import (
     AssignStats,
     ClassifyStats,
     DuplicateItemError,
-    assign_partition,
-    classify_partition,
     stage_b_rows,
 )
+from simcit_dist.sids.stages import FAIL_ENV, SuffixSettings, stage_a_task, stage_b_task
 from simcit_dist.sids.table import SIDTableError, code_columns, resolve_version, version_dir
 from simcit_dist.storage import Location, delete_dir, list_files, resolve
 from simcit_dist.tokenizer import artifact_hash, load_artifact
 
 log = logging.getLogger(__name__)
-FAIL_ENV = "SIMCIT_FAIL_AFTER_PARTITIONS"  # fault injection for tests: stage B fails after N partitions
 
 
 @dataclass
@@ -184,20 +182,10 @@ def _encode_into_exchange(ctx: _Context, exchange: Location) -> None:
             ExchangeSink(exchange, [ITEM_ID], cfg.num_partitions, "prev", cfg.exchange_rows_per_write))
 
 
-@ray.remote
-def _stage_a_task(exchange_a: Location, exchange_b: Location, partition: int, levels: int, same_tokenizer: bool,
-                  seq: int, key: list[str], partitions: int) -> ClassifyStats:
-    rows, stats = classify_partition(read_partition(exchange_a, partition, "cur"),
-                                     read_partition(exchange_a, partition, "prev"), levels, same_tokenizer, seq)
-    if rows.num_rows and not stats.duplicates:
-        write_partitions(rows, exchange_b, key, partitions, f"a{partition:05d}")
-    return stats
-
-
 def _stage_a(ctx: _Context, exchange_a: Location, exchange_b: Location) -> ClassifyStats:
     cfg = ctx.cfg
-    submissions = (_stage_a_task.remote(exchange_a, exchange_b, p, ctx.levels, ctx.same_tokenizer, ctx.seq,
-                                        ctx.code_key, cfg.num_partitions) for p in range(cfg.num_partitions))
+    submissions = (stage_a_task.remote(exchange_a, exchange_b, p, ctx.levels, ctx.same_tokenizer, ctx.seq,
+                                       ctx.code_key, cfg.num_partitions) for p in range(cfg.num_partitions))
     total = ClassifyStats()
     for stats in _gather(submissions, cfg.num_partitions, "stage A (ids)"):
         total = total.merge(stats)
@@ -231,33 +219,15 @@ def _carry_retired(ctx: _Context, exchange_b: Location) -> None:
         write_partitions(rows, exchange_b, ctx.code_key, ctx.cfg.num_partitions, "retired")
 
 
-@ray.remote
-def _stage_b_task(exchange_b: Location, out: Location, partition: int, cfg: AssignJobConfig, levels: int,
-                  codebook_size: int, seq: int) -> AssignStats:
-    fail_after = int(os.environ.get(FAIL_ENV, "-1"))
-    if 0 <= fail_after <= partition:
-        raise RuntimeError(f"injected failure in stage B at partition {partition} ({FAIL_ENV}={fail_after})")
-    rows = read_partition(exchange_b, partition)
-    if rows is None:
-        return AssignStats()
-    live, retired, stats = assign_partition(
-        rows, levels, cfg.max_suffix, cfg.capacity if cfg.collision == "capacity" else 0, cfg.retire_versions, seq,
-        codebook_size)
-    name = f"part-{partition:05d}.parquet"
-    if live.num_rows:
-        write_table(live, out.child("sids", name))
-    if retired.num_rows:
-        write_table(retired, out.child("retired", name))
-    return stats
-
-
 def _stage_b(ctx: _Context, exchange_b: Location) -> AssignStats:
     out = version_dir(ctx.root, ctx.version)
     options: dict[str, Any] = {"max_retries": 0}
     if FAIL_ENV in os.environ:  # tests: carry the fault injection to the workers
         options["runtime_env"] = {"env_vars": {FAIL_ENV: os.environ[FAIL_ENV]}}
-    submissions = (_stage_b_task.options(**options).remote(exchange_b, out, p, ctx.cfg, ctx.levels,
-                                                           ctx.codebook_size, ctx.seq)
+    settings = SuffixSettings(ctx.cfg.max_suffix, ctx.cfg.capacity if ctx.cfg.collision == "capacity" else 0,
+                              ctx.cfg.retire_versions)
+    submissions = (stage_b_task.options(**options).remote(exchange_b, out, p, settings, ctx.levels,
+                                                          ctx.codebook_size, ctx.seq)
                    for p in range(ctx.cfg.num_partitions))
     total = AssignStats()
     for stats in _gather(submissions, ctx.cfg.num_partitions, "stage B (codes)"):

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch  # imported where used: SID assignment's stage tasks import this module without torch
 
 
 def _check_codes(codes: np.ndarray, codebook_size: int | None = None) -> np.ndarray:
@@ -167,6 +170,8 @@ class SIDGroupStats:
 
 def _knn(emb: torch.Tensor, queries: torch.Tensor, k: int, metric: str, chunk: int = 512) -> torch.Tensor:
     """(Q, k) indices of each query's k nearest rows of ``emb`` other than itself."""
+    import torch
+
     if metric == "cosine":
         emb = torch.nn.functional.normalize(emb, dim=1)
     elif metric != "l2":
@@ -200,6 +205,8 @@ def embedding_hit_rate(embeddings: np.ndarray, codes: np.ndarray, k: int = 10, p
                          f"{embeddings.shape[0]} rows and k={k}")
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(n, size=min(num_queries, n), replace=False))
+    import torch
+
     emb = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
     neighbours = _knn(emb, torch.from_numpy(queries), k, metric).numpy()  # (Q, k)
     same = (codes[neighbours, :prefix] == codes[queries, None, :prefix]).all(axis=2)  # (Q, k)
