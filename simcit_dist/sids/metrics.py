@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch  # imported where used: SID assignment's stage tasks import this module without torch
 
 
 def _check_codes(codes: np.ndarray, codebook_size: int | None = None) -> np.ndarray:
@@ -168,10 +164,12 @@ class SIDGroupStats:
         return (n + 1) / n - 2.0 * weighted / (n * total)
 
 
-def _knn(emb: torch.Tensor, queries: torch.Tensor, k: int, metric: str, chunk: int = 512) -> torch.Tensor:
-    """(Q, k) indices of each query's k nearest rows of ``emb`` other than itself."""
-    import torch
+def _knn(embeddings: np.ndarray, query_rows: np.ndarray, k: int, metric: str, chunk: int = 512) -> np.ndarray:
+    """(Q, k) indices of each query row's k nearest rows of ``embeddings`` other than itself."""
+    import torch  # here, not at module level: SID assignment's stage tasks import this module without torch
 
+    emb = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    queries = torch.from_numpy(query_rows)
     if metric == "cosine":
         emb = torch.nn.functional.normalize(emb, dim=1)
     elif metric != "l2":
@@ -184,7 +182,7 @@ def _knn(emb: torch.Tensor, queries: torch.Tensor, k: int, metric: str, chunk: i
         score = sq.unsqueeze(0) - 2.0 * emb[q] @ emb.t()  # (q, N)
         score[torch.arange(q.numel()), q] = float("inf")  # never its own neighbour
         out.append(torch.topk(score, k, dim=1, largest=False).indices)
-    return torch.cat(out)
+    return torch.cat(out).numpy()
 
 
 def embedding_hit_rate(embeddings: np.ndarray, codes: np.ndarray, k: int = 10, prefix_levels: int | None = None,
@@ -205,10 +203,7 @@ def embedding_hit_rate(embeddings: np.ndarray, codes: np.ndarray, k: int = 10, p
                          f"{embeddings.shape[0]} rows and k={k}")
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(n, size=min(num_queries, n), replace=False))
-    import torch
-
-    emb = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-    neighbours = _knn(emb, torch.from_numpy(queries), k, metric).numpy()  # (Q, k)
+    neighbours = _knn(embeddings, queries, k, metric)  # (Q, k)
     same = (codes[neighbours, :prefix] == codes[queries, None, :prefix]).all(axis=2)  # (Q, k)
     return float(same.mean())
 
