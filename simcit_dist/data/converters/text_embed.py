@@ -73,13 +73,13 @@ def embed_texts(table: pa.Table, cfg: TextEmbedConfig, out: Location) -> None:
     name instead of ``write_parquet``'s per-run UUID names in completion order. A catalog made
     twice from the same files is then the same bytes, and so is everything trained on it.
     """
-    import ray.data
-
     if table.num_rows == 0:  # one empty part, so the catalog still has a file and a schema to read
         column = pa.array([], embedding_type(TEXT_DIM))
         write_table(table.append_column(pa.field(cfg.column, embedding_type(TEXT_DIM)), column),
                     out.child("part-00000.parquet"))
         return
+    import ray.data
+
     blocks = max(1, min(table.num_rows // max(cfg.batch_size, 1), 4 * cfg.num_actors))
     ds = ray.data.from_arrow(table).repartition(blocks)
     ds.context.execution_options.preserve_order = True
