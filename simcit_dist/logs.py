@@ -61,9 +61,9 @@ class RayFileLoggerFilter(logging.Filter):
     printed one long line from each worker. Ray's own warnings still pass.
     """
 
-    def __init__(self, package_dir: str | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.package_dir = package_dir if package_dir is not None else _ray_package_dir()
+        self.package_dir = _ray_package_dir()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING or not self.package_dir:
