@@ -1,19 +1,31 @@
 """A hash-partitioned exchange through storage: the distributed group-by of SID assignment.
 
-Stage 1 is a Ray Data sink: every write task splits its rows by ``hash(key) % P`` and writes
-one Parquet file per non-empty partition under ``<exchange>/p=<p>/``. Stage 2 runs one Ray
-task per partition that reads only its own files, so a group (all rows with one key) is
-complete in exactly one task, and memory per task is bounded by catalog / P — never the whole
-catalog in one process. Stage 2 sorts its rows before deciding anything, so the result does not
-depend on how rows were split into blocks, tasks or files.
+Stage 1 writers (a Ray Data sink, or stage tasks) split their rows by ``hash(key) % P`` and
+write **one exchange file per writer**: every non-empty partition's rows as one complete
+Parquet segment, back to back, then an index of P + 1 byte offsets and a trailer (P, magic).
+Stage 2 runs one Ray task per partition that reads only its own segment of every file (a
+ranged read located by the index), so a group (all rows with one key) is complete in exactly
+one task, and memory per task is bounded by catalog / P — never the whole catalog in one
+process. Stage 2 sorts its rows before deciding anything, so the result does not depend on how
+rows were split into blocks, tasks or files.
 
-This is Spark's shuffle-file pattern. Ray Data's own hash shuffle (``groupby``/``repartition``
-with keys) keeps partitions in the object store and calls a UDF per group; writing to
-storage instead keeps object-store memory flat and works the same on local disk and S3.
+This is Spark's shuffle-file layout (one data file plus an index per map task). The earlier
+layout, one Parquet file per (writer, partition), made P x W objects per exchange: ~1M PUTs a
+night at the AL-GR preset's P = 1024, against ~P here. Ray Data's own hash shuffle keeps
+partitions in the object store and calls a UDF per group; writing to storage instead keeps
+object-store memory flat and works the same on local disk and S3.
+
+A file appears whole or not at all: locally it is written under a hidden name and renamed; on
+S3 a multipart upload becomes visible only when completed, and a writer that fails deletes
+what it completed. A reader still checks every file's trailer and index against its size and
+names the file if they disagree. Writers name their file deterministically (the sink by its
+task index), so a retried task overwrites its own file instead of adding duplicate rows.
 """
 
 from __future__ import annotations
 
+import posixpath
+import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,17 +37,16 @@ from ray.data import Datasink
 from ray.data.block import Block, BlockAccessor
 
 from simcit_dist.data.fingerprint import partition_of
-from simcit_dist.data.parquet_io import read_file
-from simcit_dist.storage import Location, list_files
+from simcit_dist.storage import Location, exists, list_files
 
-
-def partition_dir(exchange: Location, partition: int) -> Location:
-    return exchange.child(f"p={partition:05d}")
+SUFFIX = ".exch"
+MAGIC = b"SIMCITX1"
+_TRAILER = struct.Struct("<q8s")  # (number of partitions, magic), after the P + 1 int64 offsets
 
 
 def split_by_partition(table: pa.Table, key_columns: Sequence[str], num_partitions: int
                        ) -> Iterable[tuple[int, pa.Table]]:
-    """(partition, rows) for every non-empty partition of ``table``."""
+    """(partition, rows) for every non-empty partition of ``table``, in increasing partition order."""
     if table.num_rows == 0:
         return
     keys = [table.column(c).to_numpy(zero_copy_only=False) for c in key_columns]
@@ -47,27 +58,61 @@ def split_by_partition(table: pa.Table, key_columns: Sequence[str], num_partitio
         yield int(part[chunk[0]]), table.take(pa.array(chunk))
 
 
+def _segment(rows: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows, sink)
+    return sink.getvalue()
+
+
 def write_partitions(table: pa.Table, exchange: Location, key_columns: Sequence[str], num_partitions: int,
-                     tag: str) -> int:
-    """Write ``table``'s rows into their partitions (file names are unique per call)."""
-    name = f"{tag}-{uuid.uuid4().hex}.parquet"
-    for partition, rows in split_by_partition(table, key_columns, num_partitions):
-        target = partition_dir(exchange, partition).child(name)
-        if not target.is_s3:
-            target.fs.create_dir(partition_dir(exchange, partition).path, recursive=True)
-        pq.write_table(rows, target.path, filesystem=target.fs)
+                     name: str) -> int:
+    """Write ``table``'s rows as one exchange file ``<exchange>/<name>.exch`` (nothing when empty).
+
+    ``name`` must be unique among the exchange's writers and the same when a writer is retried;
+    readers select files by the part of the name before its first ``-`` (the tag)."""
+    if table.num_rows == 0:
+        return 0
+    target = exchange.child(name + SUFFIX)
+    ends = np.zeros(num_partitions, np.int64)
+    if target.is_s3:
+        written = target
+    else:  # hidden while being written: list_files skips names starting with "_"
+        target.fs.create_dir(exchange.path, recursive=True)
+        written = exchange.child(f"_{uuid.uuid4().hex}-{name}{SUFFIX}")
+    try:
+        with target.fs.open_output_stream(written.path) as out:
+            position = 0
+            for partition, rows in split_by_partition(table, key_columns, num_partitions):
+                segment = _segment(rows)
+                out.write(segment)
+                position += segment.size
+                ends[partition] = position
+            # Segments were written in partition order: partition p spans offsets[p]..offsets[p+1],
+            # and an empty partition's span is empty (its end repeats the previous one's).
+            offsets = np.concatenate([[0], np.maximum.accumulate(ends)]).astype("<i8")
+            out.write(offsets.tobytes())
+            out.write(_TRAILER.pack(num_partitions, MAGIC))
+        if written is not target:
+            target.fs.move(written.path, target.path)
+    except BaseException:
+        if exists(written):  # on S3 the failed stream's close completed the upload
+            written.fs.delete_file(written.path)
+        raise
     return table.num_rows
 
 
 class ExchangeSink(Datasink[int]):
-    """Ray Data sink of stage 1: ``dataset.write_datasink(ExchangeSink(...))``."""
+    """Ray Data sink of stage 1: ``dataset.write_datasink(ExchangeSink(...))``; one file per write task."""
 
     def __init__(self, exchange: Location, key_columns: Sequence[str], num_partitions: int, tag: str,
                  min_rows_per_write: int = 262_144) -> None:
+        if "-" in tag:
+            raise ValueError(f"exchange tag {tag!r} must not contain '-' (it ends the tag in file names)")
         self.exchange = exchange
         self.key_columns = list(key_columns)
         self.num_partitions = num_partitions
         self.tag = tag
+        self._write_id = uuid.uuid4().hex[:12]  # this write's files, whatever an earlier one left
         self._min_rows = min_rows_per_write
         self.rows_written = 0
 
@@ -77,7 +122,8 @@ class ExchangeSink(Datasink[int]):
         if not tables:
             return 0
         table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-        return write_partitions(table, self.exchange, self.key_columns, self.num_partitions, self.tag)
+        name = f"{self.tag}-{self._write_id}-{ctx.task_idx:06d}"
+        return write_partitions(table, self.exchange, self.key_columns, self.num_partitions, name)
 
     def on_write_complete(self, write_result: Any) -> None:
         self.rows_written = int(sum(write_result.write_returns))
@@ -90,13 +136,48 @@ class ExchangeSink(Datasink[int]):
         return f"Exchange({self.tag})"
 
 
+def exchange_files(exchange: Location, tag: str | None = None) -> list[Location]:
+    """The exchange's files (of one tag: names ``<tag>-...``), in name order."""
+    files = list_files(exchange, suffix=SUFFIX, recursive=False)
+    if tag is not None:
+        files = [f for f in files if posixpath.basename(f.path).startswith(tag + "-")]
+    return files
+
+
 def read_partition(exchange: Location, partition: int, tag: str | None = None,
                    columns: Sequence[str] | None = None) -> pa.Table | None:
     """All rows of one partition (optionally only files of one tag); None when empty."""
-    files = list_files(partition_dir(exchange, partition), suffix=".parquet")
-    if tag is not None:
-        files = [f for f in files if f.path.rsplit("/", 1)[-1].startswith(tag + "-")]
-    if not files:
+    tables = []
+    for loc in exchange_files(exchange, tag):
+        table = _read_segment(loc, partition, columns)
+        if table is not None:
+            tables.append(table)
+    if not tables:
         return None
-    tables = [read_file(f, columns, use_threads=False) for f in files]  # P files per partition: keep each cheap
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+def _read_segment(loc: Location, partition: int, columns: Sequence[str] | None) -> pa.Table | None:
+    with loc.fs.open_input_file(loc.path) as f:
+        size = f.size()
+        if size < 8 + _TRAILER.size:
+            raise ValueError(f"{loc.uri}: {size} bytes, not a complete exchange file (no trailer)")
+        tail = f.read_at(8 + _TRAILER.size, size - 8 - _TRAILER.size)  # offsets[P] + trailer
+        last = int.from_bytes(tail[:8], "little", signed=True)
+        num_partitions, magic = _TRAILER.unpack(tail[8:])
+        index_at = size - _TRAILER.size - 8 * (num_partitions + 1)
+        if magic != MAGIC or num_partitions < 1 or index_at < 0:
+            raise ValueError(f"{loc.uri}: not a complete exchange file (trailer {magic!r}, expected {MAGIC!r})")
+        if not 0 <= partition < num_partitions:
+            raise ValueError(f"{loc.uri}: partition {partition} asked of an exchange of {num_partitions}")
+        start, end = np.frombuffer(f.read_at(16, index_at + 8 * partition), "<i8")
+        if last != index_at or not 0 <= start <= end <= last:
+            raise ValueError(f"{loc.uri}: exchange index does not match the file ({last} bytes of segments "
+                             f"indexed, {index_at} present)")
+        if end == start:
+            return None
+        f.seek(int(start))
+        segment = f.read_buffer(int(end - start))  # an Arrow buffer: no copy into Python bytes
+    # One-CPU Ray tasks: decoding threads would only compete with the other tasks.
+    return pq.ParquetFile(pa.BufferReader(segment)).read(columns=list(columns) if columns else None,
+                                                          use_threads=False)

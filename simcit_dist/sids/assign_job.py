@@ -201,7 +201,7 @@ def _stage_a(ctx: _Context, exchange_a: Location, exchange_b: Location) -> Class
 def _carry_retired(ctx: _Context, exchange_b: Location) -> None:
     """Previous retired SIDs still in quarantine go to exchange B as reserved rows."""
     retired = version_dir(ctx.root, str(ctx.previous)).child("retired")
-    for f in list_files(retired, suffix=".parquet"):  # bounded: one file per partition
+    for i, f in enumerate(list_files(retired, suffix=".parquet")):  # bounded: one file per partition
         table = read_file(f)
         n = table.num_rows
         if not n:
@@ -216,7 +216,7 @@ def _carry_retired(ctx: _Context, exchange_b: Location) -> None:
             k = ctx.cfg.capacity_candidates
             cols["cand"], cols["cand_dist"] = np.full((n, k), -1, np.int32), np.full((n, k), np.inf, np.float32)
         rows = stage_b_rows(cols, n, ctx.levels)
-        write_partitions(rows, exchange_b, ctx.code_key, ctx.cfg.num_partitions, "retired")
+        write_partitions(rows, exchange_b, ctx.code_key, ctx.cfg.num_partitions, f"retired-{i:05d}")
 
 
 def _stage_b(ctx: _Context, exchange_b: Location) -> AssignStats:
