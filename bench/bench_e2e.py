@@ -206,7 +206,7 @@ def _assign(cfg: E2EConfig, catalog: Path, artifact: str, previous: str | None) 
 def _summarise(cfg: E2EConfig, stages: dict[str, Any], tok: Any, assign: dict[str, Any], counts: dict[str, int],
                nightly: dict[str, Any]) -> None:
     from bench.bench_tokenizer import steady_rate
-    from simcit_dist.distributed.tokenizer_data import count_rows
+    from simcit_dist.data.parquet_io import count_rows
     from simcit_dist.storage import resolve
 
     n = cfg.num_items

@@ -53,6 +53,17 @@ def read_file(loc: Location, columns: Sequence[str] | None = None, use_threads: 
         return pq.ParquetFile(f).read(columns=list(columns) if columns else None, use_threads=use_threads)
 
 
+def file_rows(loc: Location) -> int:
+    """Row count of one Parquet file from its footer (no data read)."""
+    with loc.fs.open_input_file(loc.path) as f:
+        return int(pq.ParquetFile(f).metadata.num_rows)
+
+
+def count_rows(loc: Location) -> int:
+    """Row count of a table from its files' footers only (no data read)."""
+    return sum(file_rows(f) for f in parquet_files(loc))
+
+
 def read_table(loc: Location, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a whole (small) table: manifests, test fixtures, SID lookups of bounded size."""
     tables = [read_file(f, columns) for f in parquet_files(loc)]

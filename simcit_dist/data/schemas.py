@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 ITEM_ID = "item_id"
+PARTNER_ID = "partner_item_id"  # a training row's co-occurring partner (pair views)
+PARTNER_PREFIX = "partner:"  # the partner's copy of a modality column
 PAIRS_SCHEMA = pa.schema([("item_a", pa.int64()), ("item_b", pa.int64()), ("weight", pa.float32())])
 INTERACTIONS_SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64())])
 REJECTS_SCHEMA = pa.schema(

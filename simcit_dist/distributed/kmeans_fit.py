@@ -14,14 +14,10 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 
+from simcit_dist.data.parquet_io import count_rows
 from simcit_dist.data.schemas import ITEM_ID
-from simcit_dist.distributed.tokenizer_data import (
-    arrow_to_batch,
-    count_rows,
-    holdout_dataset,
-    resolve_modalities,
-    training_dataset,
-)
+from simcit_dist.data.training_rows import holdout_dataset, training_dataset
+from simcit_dist.distributed.tokenizer_data import arrow_to_batch, resolve_modalities
 from simcit_dist.distributed.tokenizer_eval import HISTORY_FILE, evaluate_holdout, write_outputs
 from simcit_dist.distributed.tokenizer_worker import TokenizerPlan
 from simcit_dist.distributed.train_state import TrainState

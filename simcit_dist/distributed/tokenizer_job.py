@@ -16,15 +16,10 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from simcit_dist.config import TokenizerJobConfig
-from simcit_dist.data.schemas import ITEM_ID
-from simcit_dist.distributed.tokenizer_data import (
-    PARTNER_ID,
-    PARTNER_PREFIX,
-    build_pair_views,
-    holdout_dataset,
-    resolve_modalities,
-    training_dataset,
-)
+from simcit_dist.data.pair_views import build_pair_views
+from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX
+from simcit_dist.data.training_rows import holdout_dataset, training_dataset
+from simcit_dist.distributed.tokenizer_data import resolve_modalities
 from simcit_dist.distributed.tokenizer_eval import HISTORY_FILE
 from simcit_dist.distributed.tokenizer_worker import TokenizerPlan, train_loop_per_worker
 from simcit_dist.storage import Location, read_json, resolve

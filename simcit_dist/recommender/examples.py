@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from simcit_dist.data.parquet_io import parquet_files, read_table
+from simcit_dist.data.parquet_io import file_rows, parquet_files, read_table
 from simcit_dist.recommender.catalog import SidCatalog
 from simcit_dist.recommender.config import DataConfig
 from simcit_dist.recommender.model import decoder_inputs
@@ -101,7 +100,7 @@ def shard_bounds(example_counts: np.ndarray, world: int) -> np.ndarray:
 def load_shard(loc: Location, cfg: DataConfig, rank: int, world: int) -> UserSequences:
     """This rank's users of the sequence table at ``loc`` (reads only the files it needs)."""
     files = parquet_files(loc)
-    rows = np.array([pq.ParquetFile(f.path, filesystem=f.fs).metadata.num_rows for f in files], dtype=np.int64)
+    rows = np.array([file_rows(f) for f in files], dtype=np.int64)
     lengths = read_table(loc, columns=["length"]).column("length").to_numpy()
     lo, hi = shard_bounds(count_examples(lengths, cfg, "train"), world)[rank:rank + 2]
     file_start = np.concatenate([[0], np.cumsum(rows)])

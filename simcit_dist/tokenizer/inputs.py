@@ -18,11 +18,10 @@ import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
-from simcit_dist.data.schemas import ITEM_ID, arrow_to_embeddings
+from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX, arrow_to_embeddings
 
 Batch = Mapping[str, Tensor]
-PARTNER_PREFIX = "partner:"
-PARTNER_ITEM_ID = "partner_item_id"
+PARTNER_ITEM_ID = PARTNER_ID  # the name the models use for it
 
 
 def partner_column(column: str) -> str:

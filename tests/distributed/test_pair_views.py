@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from simcit_dist.data.id_sample import anchor_mask
+from simcit_dist.data.pair_views import build_pair_views
 from simcit_dist.data.parquet_io import read_table
-from simcit_dist.data.schemas import arrow_to_embeddings
-from simcit_dist.distributed.tokenizer_data import PARTNER_ID, anchor_mask, build_pair_views
+from simcit_dist.data.schemas import PARTNER_ID, arrow_to_embeddings
 from simcit_dist.storage import resolve
 from tests.helpers import small_catalog, write_catalog
 
@@ -87,7 +88,8 @@ def test_holdout_dataset_is_the_held_back_sample_without_progress_bars(tmp_path,
     the job's own progress line for the rest of the run (ours is the one progress line)."""
     import ray.data
 
-    from simcit_dist.distributed.tokenizer_data import holdout_dataset, holdout_mask
+    from simcit_dist.data.id_sample import holdout_mask
+    from simcit_dist.data.training_rows import holdout_dataset
 
     catalog = small_catalog(2000)
     loc = write_catalog(catalog, str(tmp_path / "catalog"))
