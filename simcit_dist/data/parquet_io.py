@@ -45,7 +45,7 @@ def read_file(loc: Location, columns: Sequence[str] | None = None, use_threads: 
     """Read one Parquet file whole.
 
     ``pq.read_table`` goes through the dataset API (discovery, a fragment, a scanner): ~0.8 ms a
-    file against ~0.25 ms here on local disk, which adds up in an exchange of P x P small files.
+    file against ~0.25 ms here on local disk, which adds up over many small files.
     ``use_threads=False`` in one-CPU Ray tasks, where decoding threads only compete with the
     other tasks.
     """
