@@ -4,8 +4,6 @@ tokenizer training and the anchors of the pair view depend on the item id alone.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive ids evenly
 _ANCHOR_SALT = 0x5BD1E995  # makes the pair-view sample independent of the held-back split
@@ -30,9 +28,3 @@ def anchor_mask(item_ids: np.ndarray, fraction: float) -> np.ndarray:
     """True for the items the pair view is built for (all of them at ``fraction`` 1)."""
     return id_fraction_mask(item_ids, fraction, _ANCHOR_SALT)
 
-
-def id_array(column: pa.ChunkedArray | pa.Array, missing: int | None = None) -> np.ndarray:
-    """Contiguous int64 ids of an Arrow column (nulls become ``missing`` when given)."""
-    if missing is not None and column.null_count:
-        column = pc.fill_null(column, missing)
-    return np.ascontiguousarray(column.to_numpy(), dtype=np.int64)

@@ -94,6 +94,13 @@ def embeddings_to_arrow(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
 
 
+def id_array(column: pa.ChunkedArray | pa.Array, missing: int | None = None) -> np.ndarray:
+    """Contiguous int64 ids of an Arrow column (nulls become ``missing`` when given)."""
+    if missing is not None and column.null_count:
+        column = pc.fill_null(column, missing)
+    return np.ascontiguousarray(column.to_numpy(), dtype=np.int64)
+
+
 def arrow_to_embeddings(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """fixed_size_list<float32>[d] -> (N, d) float32. Nulls become NaN rows (so checks can see them)."""
     if isinstance(column, pa.ChunkedArray):

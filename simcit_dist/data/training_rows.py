@@ -13,9 +13,9 @@ from functools import partial
 import pyarrow as pa
 import ray.data
 
-from simcit_dist.data.id_sample import holdout_mask, id_array
+from simcit_dist.data.id_sample import holdout_mask
 from simcit_dist.data.parquet_io import read_dataset
-from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID
+from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, id_array
 from simcit_dist.storage import Location
 
 

@@ -15,7 +15,6 @@ import pyarrow as pa
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from simcit_dist.data.id_sample import id_array
 from simcit_dist.data.parquet_io import read_schema
 from simcit_dist.data.schemas import (
     ITEM_ID,
@@ -24,6 +23,7 @@ from simcit_dist.data.schemas import (
     arrow_to_embeddings,
     check_catalog_schema,
     embedding_columns,
+    id_array,
 )
 from simcit_dist.storage import Location
 
