@@ -11,6 +11,9 @@ and the cost per item of collision resolution and nightly re-tokenization as the
   the in-memory splits of both exchanges) on synthetic encoder output, in one process, at two
   catalog sizes with a fixed partition count: a full assignment and a nightly re-tokenization
   (2 % removed, 3 % changed, 3 % added). Linear scaling = equal cost per item.
+- exchange reads on S3: stage B's reads of every partition from every writer's file on a moto
+  server, fetched one file after another vs several at once. moto runs in this process, so the
+  gain here is overlap of client and server work, not of network latency as on real S3.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bench.common import (
     captured_logs,
     initialised_simcit,
     module_main,
+    moto_s3,
     ratio,
     synthetic_dataset,
     torch_threads,
@@ -45,6 +49,7 @@ FIGURES = [
     "single_process_items_per_s", "job_vs_single_process", "encode_stage_vs_cores_bound", "encode_algr_items_per_s_per_core",
     "resolve_us_per_item_small", "resolve_us_per_item_large", "resolve_scaling",
     "retokenize_us_per_item_small", "retokenize_us_per_item_large", "retokenize_scaling",
+    "exchange_s3_ms_per_file_sequential", "exchange_s3_ms_per_file",
 ]
 LEVELS, CODEBOOK = 3, 256
 MAX_SUFFIX = 4095  # the untrained (k-means initialised) tokenizer collides more than a trained one
@@ -100,7 +105,43 @@ def run(ctx: BenchContext) -> BenchResult:
     res.add("retokenize_us_per_item_large", large["nightly_us_per_item"], "us/item", note=f"{sizes[1]:,} items")
     res.add("retokenize_scaling", ratio(large["nightly_us_per_item"], small["nightly_us_per_item"]), "x",
             ("<=", 1.3), note=f"per-item cost at {sizes[1] // sizes[0]}x the items (1 = linear)")
+
+    writers, parts = ctx.pick((8, 8), (32, 32))
+    exchange = exchange_read_s3(writers, parts, ctx.pick(2_000, 20_000))
+    res.details["exchange_s3"] = exchange
+    label = f"moto S3, {writers} files x {parts} partitions"
+    res.add("exchange_s3_ms_per_file_sequential", exchange["sequential_ms_per_file"], "ms",
+            note=f"{label}, one file after another")
+    res.add("exchange_s3_ms_per_file", exchange["concurrent_ms_per_file"], "ms",
+            note=f"{label}, {exchange['fetch_threads']} files at once")
     return res
+
+
+def exchange_read_s3(writers: int, partitions: int, rows_per_writer: int) -> dict[str, Any]:
+    """Stage B's reads on S3: every partition's segment from every writer's file, fetched one
+    file after another vs ``FETCH_THREADS`` at once (ms per (partition, file) pair, whole reads)."""
+    from simcit_dist.data import exchange as ex
+    from simcit_dist.storage import resolve
+
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"writers": writers, "partitions": partitions, "rows_per_writer": rows_per_writer,
+                           "fetch_threads": ex.FETCH_THREADS}
+    with moto_s3() as (bucket, storage):
+        loc = resolve(f"{bucket}/exchange", storage)
+        for w in range(writers):
+            ids = rng.choice(2**40, rows_per_writer, replace=False)
+            ex.write_partitions(pa.table(encoded_rows(ids, rng)), loc, ["c1", "c2", "c3"], partitions, f"b-{w:05d}")
+        default_threads = ex.FETCH_THREADS
+        for name, threads in (("sequential", 1), ("concurrent", default_threads)):
+            ex.FETCH_THREADS = threads
+            try:
+                start = time.perf_counter()
+                rows = sum(t.num_rows for p in range(partitions) if (t := ex.read_partition(loc, p)) is not None)
+                out[f"{name}_ms_per_file"] = (time.perf_counter() - start) * 1e3 / (writers * partitions)
+            finally:
+                ex.FETCH_THREADS = default_threads
+            assert rows == writers * rows_per_writer, (name, rows)
+    return out
 
 
 def assign_config(ctx: BenchContext, catalog: str, artifact: str, **overrides: Any) -> Any:

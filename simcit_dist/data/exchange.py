@@ -28,6 +28,7 @@ import posixpath
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,8 @@ from simcit_dist.storage import Location, exists, list_files
 SUFFIX = ".exch"
 MAGIC = b"SIMCITX1"
 _TRAILER = struct.Struct("<q8s")  # (number of partitions, magic), after the P + 1 int64 offsets
+TAIL_READ_BYTES = 65_536  # one ranged read takes the trailer and the index of up to 8,189 partitions
+FETCH_THREADS = 16  # files a partition's reader fetches at once
 
 
 def split_by_partition(table: pa.Table, key_columns: Sequence[str], num_partitions: int
@@ -147,37 +150,53 @@ def exchange_files(exchange: Location, tag: str | None = None) -> list[Location]
 def read_partition(exchange: Location, partition: int, tag: str | None = None,
                    columns: Sequence[str] | None = None) -> pa.Table | None:
     """All rows of one partition (optionally only files of one tag); None when empty."""
-    tables = []
-    for loc in exchange_files(exchange, tag):
-        table = _read_segment(loc, partition, columns)
-        if table is not None:
-            tables.append(table)
+    files = exchange_files(exchange, tag)
+    if not files:
+        return None
+    # On S3 a file costs three sequential round trips (open, index, segment) and a partition
+    # reads one segment from every writer's file: fetched one file after another, a task at
+    # the AL-GR preset's ~1k writers would wait minutes on latency. Fetch many files at once
+    # (I/O releases the GIL) and decode here, one segment at a time, in file order.
+    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(files))) as pool:
+        tables = [_decode(segment, columns)
+                  for segment in pool.map(lambda loc: _fetch_segment(loc, partition), files)
+                  if segment is not None]
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
 
 
-def _read_segment(loc: Location, partition: int, columns: Sequence[str] | None) -> pa.Table | None:
+def _fetch_segment(loc: Location, partition: int) -> pa.Buffer | None:
+    """The bytes of ``partition``'s segment in one exchange file (None when it is empty)."""
     with loc.fs.open_input_file(loc.path) as f:
         size = f.size()
         if size < 8 + _TRAILER.size:
             raise ValueError(f"{loc.uri}: {size} bytes, not a complete exchange file (no trailer)")
-        tail = f.read_at(8 + _TRAILER.size, size - 8 - _TRAILER.size)  # offsets[P] + trailer
-        last = int.from_bytes(tail[:8], "little", signed=True)
-        num_partitions, magic = _TRAILER.unpack(tail[8:])
-        index_at = size - _TRAILER.size - 8 * (num_partitions + 1)
+        tail_size = min(size, TAIL_READ_BYTES)
+        tail = f.read_at(tail_size, size - tail_size)  # the trailer, and the whole index unless P is huge
+        num_partitions, magic = _TRAILER.unpack(tail[-_TRAILER.size:])
+        index_size = 8 * (num_partitions + 1)
+        index_at = size - _TRAILER.size - index_size
         if magic != MAGIC or num_partitions < 1 or index_at < 0:
             raise ValueError(f"{loc.uri}: not a complete exchange file (trailer {magic!r}, expected {MAGIC!r})")
         if not 0 <= partition < num_partitions:
             raise ValueError(f"{loc.uri}: partition {partition} asked of an exchange of {num_partitions}")
-        start, end = np.frombuffer(f.read_at(16, index_at + 8 * partition), "<i8")
+        if index_size + _TRAILER.size <= tail_size:
+            index = tail[tail_size - _TRAILER.size - index_size:tail_size - _TRAILER.size]
+        else:
+            index = f.read_at(index_size, index_at)
+        offsets = np.frombuffer(index, "<i8")
+        start, end, last = int(offsets[partition]), int(offsets[partition + 1]), int(offsets[-1])
         if last != index_at or not 0 <= start <= end <= last:
             raise ValueError(f"{loc.uri}: exchange index does not match the file ({last} bytes of segments "
                              f"indexed, {index_at} present)")
         if end == start:
             return None
-        f.seek(int(start))
-        segment = f.read_buffer(int(end - start))  # an Arrow buffer: no copy into Python bytes
+        f.seek(start)
+        return f.read_buffer(end - start)  # an Arrow buffer: no copy into Python bytes
+
+
+def _decode(segment: pa.Buffer, columns: Sequence[str] | None) -> pa.Table:
     # One-CPU Ray tasks: decoding threads would only compete with the other tasks.
     return pq.ParquetFile(pa.BufferReader(segment)).read(columns=list(columns) if columns else None,
                                                           use_threads=False)

@@ -6,7 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from simcit_dist.data.exchange import SUFFIX, ExchangeSink, exchange_files, read_partition, write_partitions
+from simcit_dist.data.exchange import (
+    SUFFIX,
+    TAIL_READ_BYTES,
+    ExchangeSink,
+    exchange_files,
+    read_partition,
+    write_partitions,
+)
 from simcit_dist.data.fingerprint import partition_of
 from simcit_dist.storage import Location, list_files, resolve
 
@@ -56,6 +63,19 @@ def test_roundtrip_local(tmp_path) -> None:
 def test_roundtrip_s3(s3_bucket) -> None:
     bucket, storage = s3_bucket
     _check_roundtrip(resolve(f"{bucket}/ex", storage))
+
+
+def test_index_larger_than_the_tail_read(tmp_path) -> None:
+    """A partition count whose index does not fit the reader's first ranged read: read in a second one."""
+    many = TAIL_READ_BYTES // 8 + 10
+    exchange = resolve(str(tmp_path / "ex"))
+    rows = _rows(40, 5)
+    write_partitions(rows, exchange, ["item_id"], many, "cur-big")
+    ids = rows.column("item_id").to_numpy()
+    part = partition_of([ids], many)
+    for p in [*np.unique(part)[:5].tolist(), int(part.max()), many - 1]:
+        got = read_partition(exchange, p)
+        assert sorted(got.column("item_id").to_pylist() if got is not None else []) == sorted(ids[part == p].tolist())
 
 
 def test_damaged_file_is_named(tmp_path) -> None:
