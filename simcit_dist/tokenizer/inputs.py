@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX, arrow_to_embeddings
 
 Batch = Mapping[str, Tensor]
-PARTNER_ITEM_ID = PARTNER_ID  # the name the models use for it
 
 
 def partner_column(column: str) -> str:
@@ -29,7 +28,7 @@ def partner_column(column: str) -> str:
 
 
 def has_partner(batch: Batch) -> bool:
-    return PARTNER_ITEM_ID in batch
+    return PARTNER_ID in batch
 
 
 def modality_input(batch: Batch, column: str, dim: int) -> tuple[Tensor, Tensor]:

@@ -35,9 +35,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from simcit_dist.data.schemas import PARTNER_ID
 from simcit_dist.tokenizer.config import SimCITConfig
 from simcit_dist.tokenizer.inputs import (
-    PARTNER_ITEM_ID,
     Batch,
     item_ids,
     modality_input,
@@ -152,7 +152,7 @@ class SimCIT(nn.Module):
         return loss, self._metrics(loss, per_view, temperature, quant.codes, quant.residual, fusion_w, reg)
 
     def _pair_active(self, batch: Batch) -> bool:
-        return self.pair_head is not None and PARTNER_ITEM_ID in batch
+        return self.pair_head is not None and PARTNER_ID in batch
 
     def _views(self, batch: Batch, z_m: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(views (B, V, P), valid (B, V), view item ids (B, V), related ids (B, R))."""
@@ -163,7 +163,7 @@ class SimCIT(nn.Module):
         related = [ids]
         if self._pair_active(batch):
             assert self.pair_head is not None
-            partner_ids = batch[PARTNER_ITEM_ID].long()
+            partner_ids = batch[PARTNER_ID].long()
             zp_m, p_present = self.encode_modalities(batch, partner=True)
             zp, _ = self.fuse(zp_m, p_present)
             views.append(self.pair_head(zp))

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from simcit_dist.data.schemas import PARTNER_ID
 from simcit_dist.data.synthetic import SyntheticConfig, build_tree, item_chunk, leaf_of, pair_chunk
-from simcit_dist.tokenizer.inputs import PARTNER_ITEM_ID, batch_from_arrow, partner_column
+from simcit_dist.tokenizer.inputs import batch_from_arrow, partner_column
 
 MODALITIES = {"emb_cf": 16, "emb_image": 48, "emb_text": 32}
 
@@ -37,7 +38,7 @@ class Catalog:
                 rows = self.batch[m][safe].clone()
                 rows[p < 0] = float("nan")
                 out[partner_column(m)] = rows
-            out[PARTNER_ITEM_ID] = torch.where(p >= 0, self.batch["item_id"][safe], torch.full_like(p, -1))
+            out[PARTNER_ID] = torch.where(p >= 0, self.batch["item_id"][safe], torch.full_like(p, -1))
         return out
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from simcit_dist.config_loader import build
+from simcit_dist.data.schemas import PARTNER_ID
 from simcit_dist.tokenizer import (
     FittableTokenizer,
     RQKMeans,
@@ -16,7 +17,7 @@ from simcit_dist.tokenizer import (
     build_tokenizer,
     gumbel_temperature,
 )
-from simcit_dist.tokenizer.inputs import PARTNER_ITEM_ID, partner_column
+from simcit_dist.tokenizer.inputs import partner_column
 from simcit_dist.tokenizer.rqvae import RQVAE
 from tests.tokenizer.conftest import Catalog
 from tests.tokenizer.fake_dist import run_ranks
@@ -101,7 +102,7 @@ def test_missing_modality_is_masked_out_of_fusion(catalog: Catalog) -> None:
 def test_pair_view_and_its_ddp_friendly_absence(catalog: Catalog) -> None:
     model: SimCIT = make("simcit", catalog)
     with_pairs = catalog.rows(torch.arange(64), with_partner=True)
-    assert (with_pairs[PARTNER_ITEM_ID] >= 0).any() and (with_pairs[PARTNER_ITEM_ID] < 0).any()
+    assert (with_pairs[PARTNER_ID] >= 0).any() and (with_pairs[PARTNER_ID] < 0).any()
     _, metrics = model.training_loss(with_pairs, 0, 1)
     assert "loss_view_pair" in metrics and metrics["loss_view_pair"] > 0
     without = catalog.rows(torch.arange(64))
