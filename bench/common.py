@@ -316,24 +316,55 @@ def directory_bytes(path: Path) -> int:
 
 
 @contextmanager
-def moto_s3() -> Iterator[tuple[str, Any]]:
-    """A local S3 server (moto) with one bucket: yields (``s3://bucket``, StorageConfig)."""
+def moto_s3(own_process: bool = False) -> Iterator[tuple[str, Any]]:
+    """A local S3 server (moto) with one bucket: yields (``s3://bucket``, StorageConfig).
+
+    ``own_process``: run the server as a separate process (``python -m moto.server``) instead of a
+    thread of this one, so concurrent client requests do not share this process's GIL with it."""
     import boto3
     from moto.server import ThreadedMotoServer
 
     from simcit_dist.storage import StorageConfig
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
+    server: Any = None
+    process: subprocess.Popen[bytes] | None = None
+    if own_process:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint = f"http://127.0.0.1:{port}"
+    else:
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+        server.start()
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
-                     region_name="us-east-1").create_bucket(Bucket="simcit-bench")
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                              region_name="us-east-1")
+        for attempt in range(100):  # a separate server takes a moment to listen
+            try:
+                client.create_bucket(Bucket="simcit-bench")
+                break
+            except Exception:
+                if process is None or attempt == 99:
+                    raise
+                time.sleep(0.1)
         yield "s3://simcit-bench", StorageConfig(s3_endpoint=endpoint, s3_region="us-east-1",
                                                  s3_access_key_id="bench", s3_secret_access_key="bench")
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def upload_dir(local: Path, uri: str, storage: Any) -> None:

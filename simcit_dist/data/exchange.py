@@ -29,6 +29,7 @@ import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,8 @@ from simcit_dist.storage import Location, exists, list_files
 SUFFIX = ".exch"
 MAGIC = b"SIMCITX1"
 _TRAILER = struct.Struct("<q8s")  # (number of partitions, magic), after the P + 1 int64 offsets
-TAIL_READ_BYTES = 65_536  # one ranged read takes the trailer and the index of up to 8,189 partitions
-FETCH_THREADS = 16  # files a partition's reader fetches at once
+TAIL_READ_BYTES = 65_536  # on S3 one ranged read takes the trailer and the index of up to 8,189 partitions
+FETCH_THREADS = 16  # files a partition's reader fetches at once from object storage
 
 
 def split_by_partition(table: pa.Table, key_columns: Sequence[str], num_partitions: int
@@ -153,14 +154,17 @@ def read_partition(exchange: Location, partition: int, tag: str | None = None,
     files = exchange_files(exchange, tag)
     if not files:
         return None
-    # On S3 a file costs three sequential round trips (open, index, segment) and a partition
-    # reads one segment from every writer's file: fetched one file after another, a task at
-    # the AL-GR preset's ~1k writers would wait minutes on latency. Fetch many files at once
-    # (I/O releases the GIL) and decode here, one segment at a time, in file order.
-    with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(files))) as pool:
-        tables = [_decode(segment, columns)
-                  for segment in pool.map(lambda loc: _fetch_segment(loc, partition), files)
-                  if segment is not None]
+    fetch = partial(_fetch_segment, partition=partition)
+    if files[0].is_s3 and len(files) > 1 and FETCH_THREADS > 1:
+        # On S3 a file costs three sequential round trips (open, index, segment) and a partition
+        # reads one segment from every writer's file: fetched one file after another, a task at
+        # the AL-GR preset's ~1k writers would wait about a minute on latency alone. Fetch many
+        # at once (the waits release the GIL) and decode here, one segment at a time, in file
+        # order. Local files are read in place: there threads only add hand-offs.
+        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(files))) as pool:
+            tables = [_decode(s, columns) for s in pool.map(fetch, files) if s is not None]
+    else:
+        tables = [_decode(s, columns) for s in map(fetch, files) if s is not None]
     if not tables:
         return None
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
@@ -172,8 +176,10 @@ def _fetch_segment(loc: Location, partition: int) -> pa.Buffer | None:
         size = f.size()
         if size < 8 + _TRAILER.size:
             raise ValueError(f"{loc.uri}: {size} bytes, not a complete exchange file (no trailer)")
-        tail_size = min(size, TAIL_READ_BYTES)
-        tail = f.read_at(tail_size, size - tail_size)  # the trailer, and the whole index unless P is huge
+        # Object storage: one ranged read takes the trailer and, unless P is huge, the whole index
+        # (a request costs a round trip); a local file: the trailer alone, then the two offsets.
+        tail_size = min(size, TAIL_READ_BYTES if loc.is_s3 else 8 + _TRAILER.size)
+        tail = f.read_at(tail_size, size - tail_size)
         num_partitions, magic = _TRAILER.unpack(tail[-_TRAILER.size:])
         index_size = 8 * (num_partitions + 1)
         index_at = size - _TRAILER.size - index_size
@@ -181,12 +187,12 @@ def _fetch_segment(loc: Location, partition: int) -> pa.Buffer | None:
             raise ValueError(f"{loc.uri}: not a complete exchange file (trailer {magic!r}, expected {MAGIC!r})")
         if not 0 <= partition < num_partitions:
             raise ValueError(f"{loc.uri}: partition {partition} asked of an exchange of {num_partitions}")
+        last = int.from_bytes(tail[-_TRAILER.size - 8:-_TRAILER.size], "little", signed=True)  # offsets[P]
         if index_size + _TRAILER.size <= tail_size:
-            index = tail[tail_size - _TRAILER.size - index_size:tail_size - _TRAILER.size]
+            index = np.frombuffer(tail[tail_size - _TRAILER.size - index_size:tail_size - _TRAILER.size], "<i8")
+            start, end = int(index[partition]), int(index[partition + 1])
         else:
-            index = f.read_at(index_size, index_at)
-        offsets = np.frombuffer(index, "<i8")
-        start, end, last = int(offsets[partition]), int(offsets[partition + 1]), int(offsets[-1])
+            start, end = (int(v) for v in np.frombuffer(f.read_at(16, index_at + 8 * partition), "<i8"))
         if last != index_at or not 0 <= start <= end <= last:
             raise ValueError(f"{loc.uri}: exchange index does not match the file ({last} bytes of segments "
                              f"indexed, {index_at} present)")
