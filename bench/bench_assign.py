@@ -24,6 +24,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,15 +141,11 @@ def exchange_read_s3(writers: int, partitions: int, rows_per_writer: int) -> dic
         for w in range(writers):
             ids = rng.choice(2**40, rows_per_writer, replace=False)
             ex.write_partitions(pa.table(encoded_rows(ids, rng)), loc, ["c1", "c2", "c3"], partitions, f"b-{w:05d}")
-        default_threads = ex.FETCH_THREADS
-        for name, threads in (("sequential", 1), ("concurrent", default_threads)):
-            ex.FETCH_THREADS = threads
-            try:
-                start = time.perf_counter()
-                rows = sum(t.num_rows for p in range(partitions) if (t := ex.read_partition(loc, p)) is not None)
-                out[f"{name}_ms_per_file"] = (time.perf_counter() - start) * 1e3 / (writers * partitions)
-            finally:
-                ex.FETCH_THREADS = default_threads
+        for name, threads in (("sequential", 1), ("concurrent", ex.FETCH_THREADS)):
+            start = time.perf_counter()
+            tables = [ex.read_partition(loc, p, fetch_threads=threads) for p in range(partitions)]
+            out[f"{name}_ms_per_file"] = (time.perf_counter() - start) * 1e3 / (writers * partitions)
+            rows = sum(t.num_rows for t in tables if t is not None)
             assert rows == writers * rows_per_writer, (name, rows)
     return out
 
@@ -212,49 +209,51 @@ def algr_artifact(ctx: BenchContext, catalog: Path) -> str:
     return initialised_simcit(catalog, ctx.work / "tokenizer-algr", cfg, sample=16_384)
 
 
-def encode_only_per_core(catalog: Path, artifact: str, batch_size: int, max_items: int) -> dict[str, Any]:
-    """``encode_table`` alone on batches decoded beforehand, one torch thread (an actor's setting)."""
+def catalog_batches(catalog: Path, batch_size: int, max_items: int) -> Iterator[pa.Table]:
+    """The catalog's first ~``max_items`` rows (whole batches, in file order), decoded lazily."""
     from simcit_dist.data.parquet_io import iter_file_batches
     from simcit_dist.data.schemas import ITEM_ID
+    from simcit_dist.storage import resolve
+
+    columns = [ITEM_ID, *ALGR_MODALITIES]
+    stream = (pa.Table.from_batches([batch]) for f in sorted(catalog.glob("*.parquet"))
+              for _, batch in iter_file_batches(resolve(str(f)), columns, batch_size))
+    return itertools.islice(stream, math.ceil(max_items / batch_size))
+
+
+def encode_only_per_core(catalog: Path, artifact: str, batch_size: int, max_items: int) -> dict[str, Any]:
+    """``encode_table`` alone on batches decoded beforehand, one torch thread (an actor's setting)."""
     from simcit_dist.sids.encode import encode_table
     from simcit_dist.storage import resolve
     from simcit_dist.tokenizer import load_artifact
 
     tokenizer, _, _ = load_artifact(resolve(artifact))
-    columns, modalities = [ITEM_ID, *ALGR_MODALITIES], list(ALGR_MODALITIES)
-    stream = (batch for f in sorted(catalog.glob("*.parquet"))
-              for _, batch in iter_file_batches(resolve(str(f)), columns, batch_size))
-    batches = [pa.Table.from_batches([b]) for b in itertools.islice(stream, math.ceil(max_items / batch_size))]
+    batches = list(catalog_batches(catalog, batch_size, max_items))
     items = sum(b.num_rows for b in batches)
     with torch_threads(1):
-        encode_table(tokenizer, batches[0], modalities)  # first-call allocations out of the timing
+        encode_table(tokenizer, batches[0], list(ALGR_MODALITIES))  # first-call allocations out of the timing
         start = time.perf_counter()
         for b in batches:
-            encode_table(tokenizer, b, modalities)
+            encode_table(tokenizer, b, list(ALGR_MODALITIES))
         seconds = time.perf_counter() - start
     return {"threads": 1, "items": items, "seconds": seconds, "items_per_s": items / seconds}
 
 
 def single_process_encode(catalog: Path, artifact: str, batch_size: int, max_items: int,
                           threads: int | None = None) -> dict[str, Any]:
-    from simcit_dist.data.parquet_io import iter_file_batches
-    from simcit_dist.data.schemas import ITEM_ID
+    """Decode and encode in this process, back to back (the decode is inside the timing)."""
     from simcit_dist.sids.encode import encode_table
     from simcit_dist.storage import resolve
     from simcit_dist.tokenizer import load_artifact
 
     threads = threads or os.cpu_count() or 1
     tokenizer, _, _ = load_artifact(resolve(artifact))
-    columns = [ITEM_ID, *ALGR_MODALITIES]
     items = 0
     with torch_threads(threads):
         start = time.perf_counter()
-        for f in sorted(catalog.glob("*.parquet")):
-            for _, batch in iter_file_batches(resolve(str(f)), columns, batch_size):
-                encode_table(tokenizer, pa.Table.from_batches([batch]), list(ALGR_MODALITIES))
-                items += batch.num_rows
-            if items >= max_items:
-                break
+        for batch in catalog_batches(catalog, batch_size, max_items):
+            encode_table(tokenizer, batch, list(ALGR_MODALITIES))
+            items += batch.num_rows
         seconds = time.perf_counter() - start
     return {"threads": threads, "items": items, "seconds": seconds, "items_per_s": items / seconds}
 

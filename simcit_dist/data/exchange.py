@@ -149,19 +149,20 @@ def exchange_files(exchange: Location, tag: str | None = None) -> list[Location]
 
 
 def read_partition(exchange: Location, partition: int, tag: str | None = None,
-                   columns: Sequence[str] | None = None) -> pa.Table | None:
-    """All rows of one partition (optionally only files of one tag); None when empty."""
+                   columns: Sequence[str] | None = None, fetch_threads: int = FETCH_THREADS) -> pa.Table | None:
+    """All rows of one partition (optionally only files of one tag); None when empty.
+    ``fetch_threads``: files fetched at once from object storage (local files: one at a time)."""
     files = exchange_files(exchange, tag)
     if not files:
         return None
     fetch = partial(_fetch_segment, partition=partition)
-    if files[0].is_s3 and len(files) > 1 and FETCH_THREADS > 1:
+    if files[0].is_s3 and len(files) > 1 and fetch_threads > 1:
         # On S3 a file costs three sequential round trips (open, index, segment) and a partition
         # reads one segment from every writer's file: fetched one file after another, a task at
         # the AL-GR preset's ~1k writers would wait about a minute on latency alone. Fetch many
         # at once (the waits release the GIL) and decode here, one segment at a time, in file
         # order. Local files are read in place: there threads only add hand-offs.
-        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(files))) as pool:
+        with ThreadPoolExecutor(max_workers=min(fetch_threads, len(files))) as pool:
             tables = [_decode(s, columns) for s in pool.map(fetch, files) if s is not None]
     else:
         tables = [_decode(s, columns) for s in map(fetch, files) if s is not None]
