@@ -151,7 +151,7 @@ def exchange_read_s3(writers: int, partitions: int, rows_per_writer: int) -> dic
 
 
 def assign_config(ctx: BenchContext, catalog: str, artifact: str, **overrides: Any) -> Any:
-    from simcit_dist.config import AssignJobConfig
+    from simcit_dist.assign.config import AssignJobConfig
 
     base: dict[str, Any] = dict(catalog=catalog, tokenizer=artifact,
                                 output=str(ctx.work / f"sids-{uuid.uuid4().hex[:6]}"),
@@ -176,9 +176,9 @@ def bare_read(catalog: str, batch_size: int, storage: Any = None) -> float:
 
 def assignment_job(cfg: Any) -> dict[str, Any]:
     """Run the job; returns wall time, items/s and the stage times it logs."""
-    from simcit_dist.sids.assign_job import run_assignment
+    from simcit_dist.assign.job import run_assignment
 
-    with captured_logs("simcit_dist.sids.assign_job") as records:
+    with captured_logs("simcit_dist.assign.job") as records:
         t = time.perf_counter()
         result = run_assignment(cfg)
         wall = time.perf_counter() - t
@@ -223,7 +223,7 @@ def catalog_batches(catalog: Path, batch_size: int, max_items: int) -> Iterator[
 
 def encode_only_per_core(catalog: Path, artifact: str, batch_size: int, max_items: int) -> dict[str, Any]:
     """``encode_table`` alone on batches decoded beforehand, one torch thread (an actor's setting)."""
-    from simcit_dist.sids.encode import encode_table
+    from simcit_dist.assign.encode import encode_table
     from simcit_dist.storage import resolve
     from simcit_dist.tokenizer import load_artifact
 
@@ -242,7 +242,7 @@ def encode_only_per_core(catalog: Path, artifact: str, batch_size: int, max_item
 def single_process_encode(catalog: Path, artifact: str, batch_size: int, max_items: int,
                           threads: int | None = None) -> dict[str, Any]:
     """Decode and encode in this process, back to back (the decode is inside the timing)."""
-    from simcit_dist.sids.encode import encode_table
+    from simcit_dist.assign.encode import encode_table
     from simcit_dist.storage import resolve
     from simcit_dist.tokenizer import load_artifact
 
@@ -301,7 +301,7 @@ def _exchange(tables: list[pa.Table], key: list[str], partitions: int) -> list[p
 def resolve_catalog(current: pa.Table, previous: pa.Table | None, partitions: int, seq: int
                     ) -> tuple[pa.Table, float, float]:
     """Stage A then stage B over all partitions: (live SID table, stage A s, stage B s)."""
-    from simcit_dist.sids.resolve import assign_partition, classify_partition
+    from simcit_dist.assign.resolve import assign_partition, classify_partition
     from simcit_dist.sids.table import code_columns
 
     t = time.perf_counter()

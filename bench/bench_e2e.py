@@ -103,10 +103,9 @@ def _timed(name: str, fn: Callable[[], Any], out: dict[str, Any], interval: floa
 
 
 def run_e2e(cfg: E2EConfig) -> dict[str, Any]:
-    from simcit_dist.config import NextDayConfig
     from simcit_dist.config_loader import to_dict
-    from simcit_dist.data.generate import generate_synthetic
-    from simcit_dist.data.next_day import simulate_next_day
+    from simcit_dist.inputs.generate import generate_synthetic
+    from simcit_dist.inputs.next_day import NextDayConfig, simulate_next_day
 
     syn = algr_like(cfg.num_items, pairs_per_item=1.0)
     data, day2 = cfg.run_dir / "data", cfg.run_dir / "day2" / "catalog"
@@ -159,13 +158,13 @@ def generated_with(data: Path, syn: Any) -> bool:
 
 
 def _train_tokenizer(cfg: E2EConfig, data: Path, tokenizer: Any) -> Any:
-    from simcit_dist.config import (
+    from simcit_dist.tokenizer_training.config import (
         RunSection,
         TokenizerDataConfig,
         TokenizerJobConfig,
         TokenizerTrainConfig,
     )
-    from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
+    from simcit_dist.tokenizer_training.job import run_tokenizer_training
 
     job = TokenizerJobConfig(
         tokenizer=tokenizer,
@@ -195,7 +194,7 @@ def e2e_tokenizer(cfg: E2EConfig) -> Any:
 
 def _assign(cfg: E2EConfig, catalog: Path, artifact: str, previous: str | None) -> dict[str, Any]:
     from bench.bench_assign import assignment_job
-    from simcit_dist.config import AssignJobConfig
+    from simcit_dist.assign.config import AssignJobConfig
 
     return assignment_job(AssignJobConfig(
         catalog=str(catalog), tokenizer=artifact, output=str(cfg.run_dir / "sids"), previous=previous,

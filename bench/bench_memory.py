@@ -107,8 +107,7 @@ def spread(values: list[float]) -> float:
 
 def prepare_size(ctx: BenchContext, n: int) -> tuple[Path, Path]:
     """Day-1 catalog (cached) and its next-day snapshot, written by Ray tasks of this process."""
-    from simcit_dist.config import NextDayConfig
-    from simcit_dist.data.next_day import simulate_next_day
+    from simcit_dist.inputs.next_day import NextDayConfig, simulate_next_day
 
     cfg = algr_like(n)
     data = synthetic_dataset(ctx.data / f"algr-{n}", cfg)
@@ -147,7 +146,7 @@ def measure_one(n: int, catalog: Path, day2: Path, work: Path, interval: float, 
     import ray
 
     from bench.bench_assign import assignment_job
-    from simcit_dist.config import AssignJobConfig
+    from simcit_dist.assign.config import AssignJobConfig
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -126,7 +126,7 @@ def bare_read(catalog: str, storage: Any, local_batch: int) -> dict[str, float]:
     after the first batch a read drains blocks it prefetched meanwhile, which would overstate it)."""
     from simcit_dist.data.parquet_io import read_dataset
     from simcit_dist.data.schemas import ITEM_ID
-    from simcit_dist.distributed.tokenizer_data import TokenizerCollate
+    from simcit_dist.tokenizer_training.data import TokenizerCollate
 
     modalities = list(ALGR_MODALITIES)
     start = time.perf_counter()
@@ -142,9 +142,9 @@ def bare_read(catalog: str, storage: Any, local_batch: int) -> dict[str, float]:
 
 def job_config(ctx: BenchContext, catalog: str, storage: Any, batch: int, steps: int, log_every: int,
                tag: str) -> Any:
-    from simcit_dist.config import (
+    from simcit_dist.storage import StorageConfig
+    from simcit_dist.tokenizer_training.config import (
         RunSection,
-        StorageConfig,
         TokenizerDataConfig,
         TokenizerJobConfig,
         TokenizerTrainConfig,
@@ -170,7 +170,7 @@ def steady_rate(history: list[dict[str, float]]) -> float:
 
 def job_vs_read(ctx: BenchContext, catalog: str, storage: Any, batch: int, steps: int, log_every: int,
                 tag: str) -> dict[str, Any]:
-    from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
+    from simcit_dist.tokenizer_training.job import run_tokenizer_training
 
     local_batch = batch // WORKERS
     before = bare_read(catalog, storage, local_batch)
@@ -187,7 +187,7 @@ def job_vs_read(ctx: BenchContext, catalog: str, storage: Any, batch: int, steps
 
 def deterministic_job(ctx: BenchContext, catalog: str, batch: int, steps: int, log_every: int) -> dict[str, Any]:
     """The local job again with ``data.deterministic``: what fixing Ray Data's block order costs."""
-    from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
+    from simcit_dist.tokenizer_training.job import run_tokenizer_training
 
     cfg = job_config(ctx, catalog, None, batch, steps, log_every, "local-det")
     cfg.data.deterministic = True
@@ -204,7 +204,7 @@ def _memory_rows(files: list[str], rows: int, columns: list[str]) -> dict[str, t
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from simcit_dist.distributed.tokenizer_data import arrow_to_batch
+    from simcit_dist.tokenizer.inputs import arrow_to_batch
 
     tables, have = [], 0
     for f in files:
@@ -237,8 +237,8 @@ def _inmem_worker(config: dict[str, Any]) -> None:
     import ray.train
     from torch.nn.parallel import DistributedDataParallel
 
-    from simcit_dist.distributed.gather import AllGatherWithGrad
     from simcit_dist.tokenizer import TokenizerConfig, build_tokenizer
+    from simcit_dist.train.gather import AllGatherWithGrad
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

@@ -283,7 +283,7 @@ def algr_like(num_items: int, pairs_per_item: float = 1.0, num_users: int = 0, s
     """Synthetic config shaped like AL-GR: one 512-d ``emb`` column, co-occurrence pairs, 8x16x16 leaves.
     Files of 64k items (128 MB); catalogs under 256k items get files of 2k items (4 MB), so smoke runs
     still have several files per reader and actor, and the file size never changes with the catalog size."""
-    from simcit_dist.data.synthetic import SyntheticConfig
+    from simcit_dist.inputs.synthetic import SyntheticConfig
 
     return SyntheticConfig(num_items=num_items, modalities=dict(ALGR_MODALITIES), latent_dim=32,
                            branching=[8, 16, 16], level_scales=[1.0, 0.45, 0.2], pairs_per_item=pairs_per_item,
@@ -294,7 +294,7 @@ def synthetic_dataset(root: Path, cfg: Any, with_pairs: bool = False, with_inter
                       num_tasks: int = 4) -> Path:
     """Generate (or re-use, when ``dataset.json`` has the same config) a synthetic dataset under ``root``."""
     from simcit_dist.config_loader import to_dict
-    from simcit_dist.data.generate import generate_synthetic
+    from simcit_dist.inputs.generate import generate_synthetic
 
     meta = root / "dataset.json"
     want = {"config": to_dict(cfg), "pairs": with_pairs, "interactions": with_interactions}
@@ -389,7 +389,7 @@ def initialised_simcit(catalog: Path, out: Path, cfg: Any = None, sample: int = 
     from simcit_dist.data.schemas import embedding_columns
     from simcit_dist.storage import resolve
     from simcit_dist.tokenizer import TokenizerConfig, build_tokenizer, save_artifact
-    from simcit_dist.tokenizer.inputs import batch_from_arrow
+    from simcit_dist.tokenizer.inputs import arrow_to_batch
 
     if (out / "tokenizer.json").exists():  # the artifact's metadata file
         return str(out)
@@ -404,6 +404,6 @@ def initialised_simcit(catalog: Path, out: Path, cfg: Any = None, sample: int = 
     cfg = cfg or TokenizerConfig()
     torch.manual_seed(0)
     tok = build_tokenizer(cfg, dims)
-    tok.init_codebooks(batch_from_arrow(table, list(dims)))  # type: ignore[attr-defined]
+    tok.init_codebooks(arrow_to_batch(table, list(dims)))  # type: ignore[attr-defined]
     save_artifact(tok, cfg, dims, resolve(str(out)))
     return str(out)

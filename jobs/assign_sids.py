@@ -12,9 +12,9 @@ import logging
 
 from _common import init_ray, parse, run_main
 
-from simcit_dist.config import AssignJobConfig
-from simcit_dist.sids.assign_job import run_assignment
-from simcit_dist.sids.report import write_assign_report
+from simcit_dist.assign.config import AssignJobConfig
+from simcit_dist.assign.job import run_assignment
+from simcit_dist.assign.report import write_assign_report
 
 CONFIG_CLASS = AssignJobConfig
 

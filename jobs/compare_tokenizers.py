@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from _common import init_ray, parse, run_main
 
-from simcit_dist.compare import run_comparison
-from simcit_dist.config import CompareJobConfig
+from simcit_dist.workflows.compare import run_comparison
+from simcit_dist.workflows.config import CompareJobConfig
 
 CONFIG_CLASS = CompareJobConfig
 

@@ -13,10 +13,10 @@ import sys
 
 from _common import init_ray, parse
 
-from simcit_dist.data.converters import convert
-from simcit_dist.data.job_configs import ConvertJobConfig
 from simcit_dist.data.rejects import RejectThresholdError
 from simcit_dist.data.schemas import SchemaError
+from simcit_dist.inputs.config import ConvertJobConfig
+from simcit_dist.inputs.converters import convert
 
 CONFIG_CLASS = ConvertJobConfig
 

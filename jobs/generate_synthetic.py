@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from _common import init_ray, parse, run_main
 
-from simcit_dist.config import GenerateJobConfig
-from simcit_dist.data.generate import generate_synthetic
+from simcit_dist.inputs.config import GenerateJobConfig
+from simcit_dist.inputs.generate import generate_synthetic
 
 CONFIG_CLASS = GenerateJobConfig
 

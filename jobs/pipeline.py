@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from _common import init_ray, parse, run_main
 
-from simcit_dist.config import PipelineConfig
-from simcit_dist.pipeline import run_pipeline
+from simcit_dist.workflows.config import PipelineConfig
+from simcit_dist.workflows.pipeline import run_pipeline
 
 CONFIG_CLASS = PipelineConfig
 

@@ -13,10 +13,10 @@ import sys
 
 from _common import init_ray, parse
 
-from simcit_dist.data.job_configs import PrepareJobConfig
-from simcit_dist.data.prepare import prepare_data
 from simcit_dist.data.rejects import RejectThresholdError
 from simcit_dist.data.schemas import SchemaError
+from simcit_dist.inputs.config import PrepareJobConfig
+from simcit_dist.inputs.prepare import prepare_data
 
 CONFIG_CLASS = PrepareJobConfig
 

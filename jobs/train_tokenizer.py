@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from _common import init_ray, parse, run_main
 
-from simcit_dist.config import TokenizerJobConfig
-from simcit_dist.distributed.tokenizer_job import run_tokenizer_training
-from simcit_dist.report.tokenizer_report import write_tokenizer_report
+from simcit_dist.tokenizer_training.config import TokenizerJobConfig
+from simcit_dist.tokenizer_training.job import run_tokenizer_training
+from simcit_dist.tokenizer_training.report import write_tokenizer_report
 
 CONFIG_CLASS = TokenizerJobConfig
 

@@ -230,7 +230,7 @@ def replace_dir(staged: Location, target: Location) -> None:
     Locally this is two renames (the old output is removed only after the new one is in
     place). S3 has no rename: objects are copied, then the staged prefix is deleted. Outputs
     that readers consume while they change (SID tables) use versioned prefixes and a LATEST
-    pointer instead (see ``simcit_dist.sids.publish``).
+    pointer instead (see ``simcit_dist.assign.publish``).
     """
     if not target.is_s3:
         old = None

@@ -7,10 +7,10 @@ import pyarrow as pa
 
 from simcit_dist.data.parquet_io import write_table
 from simcit_dist.data.schemas import arrow_to_embeddings, embeddings_to_arrow
-from simcit_dist.data.synthetic import SyntheticConfig, build_tree, item_chunk, pair_chunk
+from simcit_dist.inputs.synthetic import SyntheticConfig, build_tree, item_chunk, pair_chunk
 from simcit_dist.storage import Location, StorageConfig, resolve
 from simcit_dist.tokenizer import RQKMeansConfig, TokenizerConfig, build_tokenizer, save_artifact
-from simcit_dist.tokenizer.inputs import batch_from_arrow
+from simcit_dist.tokenizer.inputs import arrow_to_batch
 
 SMALL_MODALITIES = {"emb_a": 8, "emb_b": 12}
 
@@ -47,7 +47,7 @@ def rqkmeans_artifact(table: pa.Table, uri: str, storage: StorageConfig | None =
                                                                    iters=10, seed=0))
     dims = {name: table.schema.field(name).type.list_size for name in SMALL_MODALITIES}
     tok = build_tokenizer(cfg, dims)
-    tok.fit([batch_from_arrow(table, list(dims))])  # type: ignore[attr-defined]
+    tok.fit([arrow_to_batch(table, list(dims))])  # type: ignore[attr-defined]
     loc = resolve(uri, storage)
     save_artifact(tok, cfg, dims, loc)
     return loc

@@ -5,8 +5,8 @@ from typing import Literal
 
 import pytest
 
-from simcit_dist.config import GenerateJobConfig
 from simcit_dist.config_loader import ConfigError, apply_overrides, load_config, parse_override
+from simcit_dist.inputs.config import GenerateJobConfig
 from tests.jobs_registry import all_configs, config_class_of, job_of_config
 
 

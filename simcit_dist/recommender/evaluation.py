@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from simcit_dist.data.parquet_io import parquet_files, read_table
+from simcit_dist.data.parquet_io import parquet_files, read_dataset, read_table
 from simcit_dist.recommender.beam import beam_search
 from simcit_dist.recommender.catalog import SidCatalog, load_catalog
 from simcit_dist.recommender.config import DataConfig, EvalConfig
@@ -121,8 +121,6 @@ def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: Eval
     ``data``/``sid_version`` default to what the model was trained with.
     """
     import ray.data
-
-    from simcit_dist.data.parquet_io import read_dataset
 
     start = time.time()
     # Absolute before anything reaches the scoring actors (a relative path is relative to the driver).

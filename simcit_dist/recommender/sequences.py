@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simcit_dist.config_loader import to_dict
-from simcit_dist.data.parquet_io import read_schema, read_table
+from simcit_dist.data.parquet_io import read_dataset, read_schema, read_table
 from simcit_dist.data.schemas import INTERACTIONS_SCHEMA, check_columns
 from simcit_dist.recommender.catalog import SidCatalog, lookup_index
 from simcit_dist.recommender.config import DataConfig
@@ -149,8 +149,6 @@ def build_sequences(interactions: str, catalog: SidCatalog, out: Location, cfg: 
 
 def _write_sequences(interactions: str, catalog: SidCatalog, out: Location, cfg: DataConfig,
                      storage: StorageConfig | None) -> None:
-    from simcit_dist.data.parquet_io import read_dataset
-
     src = resolve(interactions, storage)
     check_columns(read_schema(src), INTERACTIONS_SCHEMA, src.uri)
     ds = read_dataset(src, columns=["user_id", "item_id", "timestamp"])

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from simcit_dist.logs import filter_to_rank_zero
 from simcit_dist.recommender.catalog import SidCatalog, load_catalog
 from simcit_dist.recommender.config import RecommenderConfig, RunSpec
 from simcit_dist.recommender.engine import build_engine, build_model, consolidated_state_dict, deepspeed_step
@@ -36,7 +37,7 @@ from simcit_dist.recommender.examples import UserSequences, load_shard, train_ba
 from simcit_dist.recommender.export import ModelMeta, load_meta, save_model
 from simcit_dist.recommender.metrics import finalize
 from simcit_dist.recommender.sequences import count_examples
-from simcit_dist.storage import Location, StorageConfig, resolve
+from simcit_dist.storage import Location, StorageConfig, read_json, resolve
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ class TrainState:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry point: ``config = {"job": WorkerJob}``."""
     import ray.train
-
-    from simcit_dist.logs import filter_to_rank_zero
 
     job: WorkerJob = config["job"]
     cfg = job.cfg
@@ -206,8 +205,6 @@ def fit(job: WorkerJob, run: RunSpec) -> FitResult:
     """Run (or resume) training on Ray; returns the latest checkpoint and its loop state."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from simcit_dist.storage import read_json
 
     training = job.cfg.training
     root = resolve(run.storage_path, job.storage)

@@ -24,7 +24,7 @@ from simcit_dist.tokenizer.config import (
     TokenizerConfig,
 )
 from simcit_dist.tokenizer.fit import fit_local
-from simcit_dist.tokenizer.inputs import Batch, batch_from_arrow
+from simcit_dist.tokenizer.inputs import Batch, arrow_to_batch
 from simcit_dist.tokenizer.losses import Gather, multiview_nt_xent
 from simcit_dist.tokenizer.rqkmeans import RQKMeans
 from simcit_dist.tokenizer.rqvae import RQVAE
@@ -48,7 +48,7 @@ __all__ = [
     "TrainableTokenizer",
     "artifact_hash",
     "as_module",
-    "batch_from_arrow",
+    "arrow_to_batch",
     "build_tokenizer",
     "fit_local",
     "gumbel_temperature",

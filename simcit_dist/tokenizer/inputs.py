@@ -11,14 +11,14 @@ A batch is a dict of tensors:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
-from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX, arrow_to_embeddings
+from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX, arrow_to_embeddings, id_array
 
 Batch = Mapping[str, Tensor]
 
@@ -63,14 +63,20 @@ def item_ids(batch: Batch) -> Tensor:
     return batch[ITEM_ID].long()
 
 
-def batch_from_arrow(table: pa.Table, columns: Sequence[str]) -> dict[str, Tensor]:
-    """A tokenizer batch from a catalog table (``item_id`` plus the given modality columns)."""
-    # Arrow buffers are read-only; torch wants writable memory, so those are copied once here.
-    ids = np.require(table.column(ITEM_ID).to_numpy().astype(np.int64, copy=False), requirements="W")
-    batch = {ITEM_ID: torch.from_numpy(ids)}
-    for column in columns:
-        batch[column] = torch.from_numpy(np.require(arrow_to_embeddings(table.column(column)), requirements="W"))
-    return batch
+def arrow_to_batch(table: pa.Table, modalities: Sequence[str], with_partner: bool = False,
+                   device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """Arrow rows -> tokenizer batch: the one conversion used by training, assignment, evaluation,
+    the tests and the benchmarks. Embeddings are zero-copy views of the Arrow buffers (null ->
+    all-NaN rows); ids stay int64 (a missing partner -> -1)."""
+    columns = {ITEM_ID: id_array(table.column(ITEM_ID))}
+    columns.update({m: arrow_to_embeddings(table.column(m)) for m in modalities})
+    if with_partner:
+        columns[PARTNER_ID] = id_array(table.column(PARTNER_ID), missing=-1)
+        columns.update({PARTNER_PREFIX + m: arrow_to_embeddings(table.column(PARTNER_PREFIX + m)) for m in modalities})
+    with warnings.catch_warnings():  # read-only Arrow buffers: the models never write to their inputs
+        warnings.simplefilter("ignore", UserWarning)
+        out = {k: torch.from_numpy(v) for k, v in columns.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in out.items()}
 
 
 def to_device(batch: Batch, device: torch.device | str) -> dict[str, Tensor]:

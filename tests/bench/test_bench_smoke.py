@@ -31,7 +31,8 @@ def _strict(text: str) -> dict:
 @pytest.mark.bench_smoke
 @pytest.mark.timeout(1800)  # ~11 min on 2 idle cores: over the suite's 900 s per-test limit when the machine is busy
 def test_smoke_suite_writes_every_figure(tmp_path: Path) -> None:
-    readme_before = (REPO / "README.md").read_text()
+    pages = [REPO / "README.md", REPO / "docs" / "benchmarks.md"]
+    pages_before = [page.read_text() for page in pages]
     results = tmp_path / "results"
     start = time.time()
     proc = subprocess.run([sys.executable, "bench/run_all.py", "--smoke", "--results", str(results),
@@ -62,21 +63,17 @@ def test_smoke_suite_writes_every_figure(tmp_path: Path) -> None:
             assert (f["passed"] is None) == (not f["target"]), f
     summary = (results / "summary.md").read_text()
     assert all(f"`{results}/{m}.json`" in summary for m in run_all.MODULES)
-    assert (REPO / "README.md").read_text() == readme_before  # smoke runs never touch the README
+    assert [page.read_text() for page in pages] == pages_before  # run_all never writes the README or docs/
     print(f"smoke suite: {seconds:.0f} s")
 
 
-def test_readme_block_is_appended_once_then_replaced(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text("# Project\n\nIntro.\n")
-    run_all.update_readme("first table\n", readme)
-    text = readme.read_text()
-    assert text.startswith("# Project\n\nIntro.\n\n## Benchmarks\n") and "first table" in text
-    readme.write_text(text + "\n## After\n\nkept\n")
-    run_all.update_readme("second table\n", readme)
-    text = readme.read_text()
-    assert "second table" in text and "first table" not in text and text.count("## Benchmarks") == 1
-    assert text.endswith("## After\n\nkept\n") and text.count(run_all.START) == 1
+def test_summary_links_scaling_from_where_it_is_written() -> None:
+    link = os.path.relpath(REPO / "docs" / "scaling.md", run_all.RESULTS)
+    assert f"[docs/scaling.md]({link})" in run_all.summary_markdown([], "bench/results", link)
+    assert (run_all.RESULTS / link).resolve() == (REPO / "docs" / "scaling.md").resolve()
+    assert "(../../docs/scaling.md)" in run_all.summary_markdown([], "bench/results")  # the default: bench/results
+    assert "docs/benchmarks.md" in (REPO / "README.md").read_text()  # the README links the benchmarks page
+    assert "bench/results/summary.md" in (REPO / "docs" / "benchmarks.md").read_text()  # which links the tables
 
 
 def test_missing_figures_are_recorded_as_not_measured() -> None:

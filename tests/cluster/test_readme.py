@@ -1,5 +1,7 @@
-"""cluster/README.md stays true: its commands name real overlays, labels, objects and files, its
-`ray job submit` commands are the slow test's command plus --address, with valid job configs."""
+"""The READMEs stay true. cluster/README.md: its commands name real overlays, labels, objects and
+files, its `ray job submit` commands are the slow test's command plus --address, with valid job
+configs. README.md: it opens with its two commands, `make demo` and `make test`, which are Makefile
+targets (the demo's job config loads); its relative links and those of docs/ resolve."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from tests.cluster.test_ray_job_submit import SUBMIT
 from tests.jobs_registry import config_class_of
 
 README = (REPO / "cluster" / "README.md").read_text()
+TOP_README = (REPO / "README.md").read_text()
+MAKEFILE = (REPO / "Makefile").read_text()
 ADDRESS = "http://localhost:8265"
 
 
@@ -62,3 +66,26 @@ def test_paths_in_the_readme_exist() -> None:
         path = path.rstrip(".")
         full = REPO / path if (REPO / path).exists() else REPO / "cluster" / path
         assert full.exists(), path
+
+
+def test_the_readme_opens_with_make_demo_and_make_test() -> None:
+    first_block = re.search(r"```bash\n(.*?)```", TOP_README, flags=re.S)
+    assert first_block and TOP_README.index(first_block.group(0)) < TOP_README.index("\n## ")
+    assert [line.split("#", 1)[0].strip() for line in first_block.group(1).splitlines()] == ["make demo", "make test"]
+    for target in ("demo", "test"):
+        assert re.search(rf"^{target}:", MAKEFILE, flags=re.M), f"Makefile has no target {target}"
+    recipe = re.search(r"^demo:.*\n\t(.+)$", MAKEFILE, flags=re.M)
+    assert recipe, "Makefile: the demo target has no recipe"
+    argv = shlex.split(recipe.group(1))  # $(PY) jobs/pipeline.py --config conf/demo.yaml
+    job, config = argv[1], argv[argv.index("--config") + 1]
+    load_config(config_class_of(job), REPO / config)
+
+
+def test_relative_links_in_the_readme_and_docs_resolve() -> None:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#", 1)[0]
+            if not path or "://" in path or path.startswith("mailto:"):
+                continue
+            assert (page.parent / path).exists(), f"{page.relative_to(REPO)}: link to {target} does not resolve"

@@ -6,17 +6,8 @@ import pickle
 
 import pytest
 
-from simcit_dist.config import (
-    ConfigError,
-    RunSection,
-    TokenizerDataConfig,
-    TokenizerJobConfig,
-    TokenizerTrainConfig,
-    load_config,
-)
+from simcit_dist.config_loader import ConfigError, load_config
 from simcit_dist.data.schemas import SchemaError
-from simcit_dist.distributed.tokenizer_job import FAIL_ENV, run_tokenizer_training
-from simcit_dist.distributed.tokenizer_worker import TokenizerPlan
 from simcit_dist.storage import StorageConfig, list_files, resolve
 from simcit_dist.tokenizer import (
     RQKMeansConfig,
@@ -26,6 +17,14 @@ from simcit_dist.tokenizer import (
     artifact_hash,
     load_artifact,
 )
+from simcit_dist.tokenizer_training.config import (
+    RunSection,
+    TokenizerDataConfig,
+    TokenizerJobConfig,
+    TokenizerTrainConfig,
+)
+from simcit_dist.tokenizer_training.job import FAIL_ENV, run_tokenizer_training
+from simcit_dist.tokenizer_training.plan import TokenizerPlan
 from tests.helpers import small_catalog, small_pairs, write_catalog
 
 N = 4000

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from simcit_dist.data.parquet_io import write_table
-from simcit_dist.data.synthetic import SyntheticConfig, build_tree, leaf_of, user_chunk
+from simcit_dist.inputs.synthetic import SyntheticConfig, build_tree, leaf_of, user_chunk
 from simcit_dist.sids.table import code_columns, sid_schema, sid_strings
 from simcit_dist.storage import Location, write_json, write_text
 

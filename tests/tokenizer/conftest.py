@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from simcit_dist.data.schemas import PARTNER_ID
-from simcit_dist.data.synthetic import SyntheticConfig, build_tree, item_chunk, leaf_of, pair_chunk
-from simcit_dist.tokenizer.inputs import batch_from_arrow, partner_column
+from simcit_dist.inputs.synthetic import SyntheticConfig, build_tree, item_chunk, leaf_of, pair_chunk
+from simcit_dist.tokenizer.inputs import arrow_to_batch, partner_column
 
 MODALITIES = {"emb_cf": 16, "emb_image": 48, "emb_text": 32}
 
@@ -45,7 +45,7 @@ class Catalog:
 def make_catalog(num_items: int) -> Catalog:
     cfg = SyntheticConfig(num_items=num_items, chunk_items=num_items, modalities=dict(MODALITIES), seed=3)
     tree = build_tree(cfg)
-    batch = batch_from_arrow(item_chunk(cfg, tree, 0), list(cfg.modalities))
+    batch = arrow_to_batch(item_chunk(cfg, tree, 0), list(cfg.modalities))
     batch = {k: v.clone() for k, v in batch.items()}  # writable tensors
     emb = np.concatenate([batch[m].numpy() for m in sorted(cfg.modalities)], axis=1)
     pairs = pair_chunk(cfg, tree, 0)
