@@ -182,12 +182,12 @@ def assignment_job(cfg: Any) -> dict[str, Any]:
         t = time.perf_counter()
         result = run_assignment(cfg)
         wall = time.perf_counter() - t
-    items = int(result.manifest["counts"]["items"])
+    items = result.manifest.items
     timings = stage_timings(records)
     return {"items": items, "wall_s": wall, "items_per_s": items / wall, "timings": timings,
             "encode_items_per_s": items / timings["encode_s"] if timings.get("encode_s") else math.nan,
-            "version": result.version, "manifest_metrics": result.manifest.get("metrics", {}),
-            "diff": result.manifest.get("diff", {}), "max_suffix": result.manifest.get("max_suffix")}
+            "version": result.version, "manifest_metrics": result.manifest.metrics,
+            "diff": result.manifest.diff, "max_suffix": result.manifest.max_suffix}
 
 
 def stage_timings(records: list[Any]) -> dict[str, float]:

@@ -159,9 +159,9 @@ def generated_with(data: Path, syn: Any) -> bool:
 
 def _train_tokenizer(cfg: E2EConfig, data: Path, tokenizer: Any) -> Any:
     from simcit_dist.tokenizer_training.config import (
-        RunSection,
         TokenizerDataConfig,
         TokenizerJobConfig,
+        TokenizerRunSection,
         TokenizerTrainConfig,
     )
     from simcit_dist.tokenizer_training.job import run_tokenizer_training
@@ -175,7 +175,7 @@ def _train_tokenizer(cfg: E2EConfig, data: Path, tokenizer: Any) -> Any:
         train=TokenizerTrainConfig(num_workers=2, batch_size=cfg.batch_size, max_steps=cfg.steps, epochs=1,
                                    warmup_steps=min(10, cfg.steps), log_every=max(1, cfg.steps // 10),
                                    checkpoint_every=max(1, cfg.steps)),
-        run=RunSection(storage_path=str(cfg.run_dir / "ray"), name="tokenizer", run_dir=str(cfg.run_dir / "tokenizer")),
+        run=TokenizerRunSection(storage_path=str(cfg.run_dir / "ray"), name="tokenizer", run_dir=str(cfg.run_dir / "tokenizer")),
     )
     return run_tokenizer_training(job)
 

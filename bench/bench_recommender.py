@@ -114,7 +114,7 @@ def _steps_worker(config: dict[str, Any]) -> None:
     import ray.train
     from torch.nn.parallel import DistributedDataParallel
 
-    from simcit_dist.recommender.config import TrainingConfig
+    from simcit_dist.recommender.config import RecommenderTrainConfig
     from simcit_dist.recommender.engine import (
         build_engine,
         build_model,
@@ -126,7 +126,7 @@ def _steps_worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(1)
     model_cfg, layout = model_and_layout(config["smoke"])
-    tcfg = TrainingConfig(batch_size=config["batch"], num_workers=WORKERS, torch_threads=1)
+    tcfg = RecommenderTrainConfig(batch_size=config["batch"] * WORKERS, num_workers=WORKERS, torch_threads=1)
     engine = build_engine(build_model(model_cfg, layout, MAX_HISTORY, seed=0), tcfg)
     ddp_model = DistributedDataParallel(build_model(model_cfg, layout, MAX_HISTORY, seed=0))
     optimizer, _ = build_optimizer(ddp_model, tcfg)

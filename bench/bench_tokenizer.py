@@ -144,9 +144,9 @@ def job_config(ctx: BenchContext, catalog: str, storage: Any, batch: int, steps:
                tag: str) -> Any:
     from simcit_dist.storage import StorageConfig
     from simcit_dist.tokenizer_training.config import (
-        RunSection,
         TokenizerDataConfig,
         TokenizerJobConfig,
+        TokenizerRunSection,
         TokenizerTrainConfig,
     )
 
@@ -156,7 +156,7 @@ def job_config(ctx: BenchContext, catalog: str, storage: Any, batch: int, steps:
                                  holdout_max_items=ctx.pick(500, 2000)),
         train=TokenizerTrainConfig(num_workers=WORKERS, batch_size=batch, max_steps=steps, epochs=1,
                                    warmup_steps=2, log_every=log_every, checkpoint_every=steps),
-        run=RunSection(storage_path=str(ctx.work / "ray"), name=run_name, run_dir=str(ctx.work / run_name)),
+        run=TokenizerRunSection(storage_path=str(ctx.work / "ray"), name=run_name, run_dir=str(ctx.work / run_name)),
         storage=storage or StorageConfig(),
     )
 

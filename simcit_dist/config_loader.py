@@ -2,7 +2,8 @@
 
 The loader is generic: any (nested) dataclass works. Validation happens while building:
 an unknown key or a value of the wrong type raises :class:`ConfigError` naming the full
-dotted key and what is allowed; each dataclass may check cross-field rules in
+dotted key and what is allowed (a key a dataclass lists in its ``RENAMED_KEYS`` class
+attribute names its replacement instead, so an old YAML never silently changes meaning); each dataclass may check cross-field rules in
 ``__post_init__`` (raising ``ValueError``, which is re-raised as a ``ConfigError``).
 """
 
@@ -88,6 +89,10 @@ def build(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    renamed = getattr(cls, "RENAMED_KEYS", {})  # old key -> where it went (a YAML from before fails loudly)
+    for old in unknown:
+        if old in renamed:
+            raise ConfigError(f"config key {_join(where, old)!r} is gone: {renamed[old]}")
     if unknown:
         key = _join(where, unknown[0])
         raise ConfigError(f"unknown config key {key!r}; allowed keys here: {sorted(fields)}")

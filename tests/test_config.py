@@ -83,3 +83,35 @@ def test_every_conf_yaml_has_a_header_and_loads(path) -> None:
 def test_generate_config_validation() -> None:
     with pytest.raises(ConfigError, match="num_tasks must be >= 1"):
         load_config(GenerateJobConfig, None, ["num_tasks=0"])
+
+
+OLD_STYLE = [  # (job config, old-style YAML, words the error must contain)
+    ("jobs/train_recommender.py", "training:\n  batch_size: 128\n", ["'training'", "train:", "GLOBAL batch"]),
+    ("jobs/train_recommender.py", "train:\n  log_every_steps: 10\n", ["'train.log_every_steps'", "train.log_every"]),
+    ("jobs/train_tokenizer.py", "train:\n  num_to_keep: 2\n", ["'train.num_to_keep'", "run.num_to_keep"]),
+    ("jobs/train_tokenizer.py", "train:\n  max_failures: 1\n", ["'train.max_failures'", "run.max_failures"]),
+    ("jobs/compare_tokenizers.py", "recommender:\n  training:\n    epochs: 3\n",
+     ["'recommender.training'", "train:"]),
+    ("jobs/pipeline.py", "recommender:\n  training:\n    epochs: 3\n", ["'recommender.training'", "train:"]),
+]
+
+
+@pytest.mark.parametrize(("job", "text", "words"), OLD_STYLE, ids=[f"{j}:{t.split(':')[0]}" for j, t, _ in OLD_STYLE])
+def test_renamed_keys_fail_naming_their_replacement(tmp_path, job: str, text: str, words: list[str]) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(config_class_of(job), path)
+    for word in words:
+        assert word in str(exc.value), str(exc.value)
+
+
+def test_batch_size_is_global_in_both_trainers() -> None:
+    rec = load_config(config_class_of("jobs/train_recommender.py"), None, ["train.batch_size=256",
+                                                                         "train.num_workers=4"])
+    tok = load_config(config_class_of("jobs/train_tokenizer.py"), None, ["train.batch_size=256", "train.num_workers=4"])
+    assert rec.train.per_worker_batch == tok.train.per_worker_batch == 64
+    assert rec.train.deepspeed_config()["train_micro_batch_size_per_gpu"] == 64
+    assert rec.train.threads == tok.train.threads == 1  # torch_threads 0 = cpus_per_worker in both
+    with pytest.raises(ConfigError, match="a positive multiple of train.num_workers"):
+        load_config(config_class_of("jobs/train_recommender.py"), None, ["train.batch_size=250", "train.num_workers=4"])

@@ -4,13 +4,13 @@ and the catalog-quality metrics; built by :func:`prepare_context` before anythin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from simcit_dist.assign import publish as pub
 from simcit_dist.assign.config import AssignJobConfig
 from simcit_dist.config_loader import to_dict
 from simcit_dist.data.parquet_io import read_schema
 from simcit_dist.data.schemas import check_catalog_schema
+from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.sids.table import SIDTableError, code_columns, resolve_version
 from simcit_dist.storage import Location, resolve
 from simcit_dist.tokenizer import artifact_hash, load_artifact
@@ -30,13 +30,13 @@ class AssignContext:
     codebook_size: int
     tokenizer_hash: str
     previous: str | None
-    previous_manifest: dict[str, Any] | None
+    previous_manifest: SidManifest | None
     seq: int
     version: str
 
     @property
     def same_tokenizer(self) -> bool:
-        return self.previous_manifest is not None and self.previous_manifest["tokenizer_hash"] == self.tokenizer_hash
+        return self.previous_manifest is not None and self.previous_manifest.tokenizer_hash == self.tokenizer_hash
 
     @property
     def code_key(self) -> list[str]:
@@ -56,13 +56,13 @@ def prepare_context(cfg: AssignJobConfig) -> AssignContext:
             vdir, prev_manifest = resolve_version(root, version=None if cfg.previous == "LATEST" else cfg.previous)
         except SIDTableError as e:
             raise SIDTableError(f"--previous {cfg.previous}: {e}") from e
-        previous = str(prev_manifest["version"])
-        if int(prev_manifest["num_levels"]) != tokenizer.num_levels and prev_manifest.get("tokenizer_hash") == \
+        previous = prev_manifest.version
+        if prev_manifest.num_levels != tokenizer.num_levels and prev_manifest.tokenizer_hash == \
                 artifact_hash(artifact):
-            raise SIDTableError(f"{vdir.uri}: manifest says {prev_manifest['num_levels']} levels, tokenizer has "
+            raise SIDTableError(f"{vdir.uri}: manifest says {prev_manifest.num_levels} levels, tokenizer has "
                                 f"{tokenizer.num_levels}")
     tok_hash = artifact_hash(artifact)
-    seq = int(prev_manifest["seq"]) + 1 if prev_manifest else _next_seq(root)
+    seq = prev_manifest.seq + 1 if prev_manifest else _next_seq(root)
     settings = {k: v for k, v in to_dict(cfg).items() if k in ("collision", "max_suffix", "capacity",
                                                                  "capacity_candidates", "retire_versions",
                                                                  "num_partitions")}

@@ -19,6 +19,7 @@ import pyarrow as pa
 from simcit_dist.assign import publish as pub
 from simcit_dist.assign.resolve import PENDING, assign_partition, stage_b_rows
 from simcit_dist.data.parquet_io import write_table
+from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.sids.metrics import LevelUsage
 from simcit_dist.sids.table import SIDTableError, version_dir
 from simcit_dist.storage import StorageConfig, read_bytes, resolve
@@ -60,7 +61,7 @@ def parse_letter_index(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def import_letter_index(index_uri: str, sid_root: str, storage: StorageConfig | None = None,
-                        max_suffix: int = 1023) -> dict[str, Any]:
+                        max_suffix: int = 1023) -> SidManifest:
     """Publish the JSON index at ``index_uri`` as a SID version under ``sid_root``; returns its manifest."""
     src = resolve(index_uri, storage)
     raw = read_bytes(src)
@@ -84,11 +85,11 @@ def import_letter_index(index_uri: str, sid_root: str, storage: StorageConfig | 
                "num_unique_codes": float(stats.groups.num_unique), "max_per_code": float(stats.groups.max_per_sid)}
     for level, p in enumerate(usage.perplexity()):
         metrics[f"perplexity_l{level}"] = float(p)
-    manifest = {"version": version, "seq": 1, "num_levels": levels, "codebook_size": k,
-                "max_suffix": int(stats.max_suffix), "tokenizer": src.uri, "tokenizer_hash": digest,
-                "catalog": None, "previous": None, "same_tokenizer": False, "counts": {"items": n},
-                "metrics": metrics, "code_counts": usage.counts.tolist(), "diff": {"added": n}}
-    pub.publish(root, version, manifest)
+    manifest = SidManifest(version=version, seq=1, num_levels=levels, codebook_size=k,
+                           max_suffix=int(stats.max_suffix), tokenizer=src.uri, tokenizer_hash=digest,
+                           counts={"items": n}, metrics=metrics, code_counts=usage.counts.tolist(),
+                           diff={"added": n}, source={"format": "LETTER-style JSON index", "uri": src.uri})
+    pub.publish(root, manifest)
     return manifest
 
 

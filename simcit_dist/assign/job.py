@@ -45,6 +45,7 @@ from simcit_dist.data.exchange import ExchangeSink, write_partitions
 from simcit_dist.data.parquet_io import read_dataset, read_file
 from simcit_dist.data.schemas import ITEM_ID
 from simcit_dist.data.task_gather import completed
+from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.sids.table import code_columns, version_dir
 from simcit_dist.storage import Location, delete_dir, list_files
 
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 class AssignResult:
     version: str
     version_uri: str
-    manifest: dict[str, Any]
+    manifest: SidManifest
     already_published: bool
 
 
@@ -65,7 +66,7 @@ def run_assignment(cfg: AssignJobConfig) -> AssignResult:
     if done is not None:  # idempotent re-run: same inputs, same version, nothing rewritten
         log.info("version %s is already published; pointing LATEST at it", ctx.version)
         if pub.latest_version(ctx.root) != ctx.version:
-            pub.publish(ctx.root, ctx.version, done)
+            pub.publish(ctx.root, done)
         return AssignResult(ctx.version, version_dir(ctx.root, ctx.version).uri, done, True)
     pub.clear_incomplete(ctx.root, ctx.version)
     scratch = ctx.root.child("_tmp", f"{ctx.version}-{uuid.uuid4().hex[:8]}")
@@ -85,8 +86,8 @@ def run_assignment(cfg: AssignJobConfig) -> AssignResult:
         vdir = version_dir(ctx.root, ctx.version)
         write_vocab(vdir, ctx.levels, ctx.codebook_size, stats.max_suffix, ctx.artifact)
         if cfg.export_algr:
-            manifest["exports"] = {"algr": export_algr(vdir, ctx.levels, ctx.codebook_size).uri}
-        pub.publish(ctx.root, ctx.version, manifest)
+            manifest.exports = {"algr": export_algr(vdir, ctx.levels, ctx.codebook_size).uri}
+        pub.publish(ctx.root, manifest)
     except BaseException:
         pub.clear_incomplete(ctx.root, ctx.version)  # a killed process leaves it for the next run to clear
         raise
@@ -193,23 +194,22 @@ def _gather(submissions: Iterator[ray.ObjectRef], total: int, what: str) -> Iter
 
 
 def _manifest(ctx: AssignContext, diff: ClassifyStats, stats: AssignStats, timings: dict[str, float],
-              seconds: float) -> dict[str, Any]:
-    metrics = catalog_metrics(stats, ctx)
-    manifest: dict[str, Any] = {
-        "version": ctx.version, "seq": ctx.seq, "num_levels": ctx.levels, "codebook_size": ctx.codebook_size,
-        "max_suffix": int(stats.max_suffix), "tokenizer": ctx.artifact.uri, "tokenizer_hash": ctx.tokenizer_hash,
-        "catalog": ctx.catalog.uri, "previous": ctx.previous, "same_tokenizer": ctx.same_tokenizer,
-        "settings": {k: v for k, v in to_dict(ctx.cfg).items() if k not in ("storage", "run_dir")},
-        "counts": {"items": stats.live_items, "retired_sids": stats.retired_sids,
-                   "reassigned_by_capacity": stats.reassigned_by_capacity},
-        "metrics": metrics,
-        "code_counts": stats.usage.counts.tolist() if stats.usage is not None else [],
-        "diff": {"added": diff.added, "removed": diff.removed, "changed": diff.changed,
-                 "unchanged": diff.unchanged, "changed_kept_sid": diff.changed_kept_sid,
-                 "sid_changed": stats.sid_changed},
-    }
+              seconds: float) -> SidManifest:
+    manifest = SidManifest(
+        version=ctx.version, seq=ctx.seq, num_levels=ctx.levels, codebook_size=ctx.codebook_size,
+        max_suffix=int(stats.max_suffix), tokenizer=ctx.artifact.uri, tokenizer_hash=ctx.tokenizer_hash,
+        catalog=ctx.catalog.uri, previous=ctx.previous, same_tokenizer=ctx.same_tokenizer,
+        settings={k: v for k, v in to_dict(ctx.cfg).items() if k not in ("storage", "run_dir")},
+        counts={"items": stats.live_items, "retired_sids": stats.retired_sids,
+                "reassigned_by_capacity": stats.reassigned_by_capacity},
+        metrics=catalog_metrics(stats, ctx),
+        code_counts=stats.usage.counts.tolist() if stats.usage is not None else [],
+        diff={"added": diff.added, "removed": diff.removed, "changed": diff.changed,
+              "unchanged": diff.unchanged, "changed_kept_sid": diff.changed_kept_sid,
+              "sid_changed": stats.sid_changed},
+    )
     if ctx.previous_manifest is not None and stats.usage is not None:
-        manifest["diff"]["usage_drift"] = usage_drift(ctx.previous_manifest.get("code_counts"), stats.usage)
+        manifest.diff["usage_drift"] = usage_drift(ctx.previous_manifest.code_counts, stats.usage)
     log.info("assignment %s: %d items, %d code groups, max %d per code, timings %s (%.1fs total)", ctx.version,
              stats.live_items, stats.groups.num_unique, stats.groups.max_per_sid,
              {k: round(v, 1) for k, v in timings.items()}, seconds)

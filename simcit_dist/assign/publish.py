@@ -20,15 +20,14 @@ import posixpath
 from typing import Any
 
 from simcit_dist.data.parquet_io import parquet_files
+from simcit_dist.sids.manifest import SidManifest, read_manifest, write_manifest
 from simcit_dist.sids.table import LATEST, MANIFEST, SIDTableError, resolve_version, version_dir
 from simcit_dist.storage import (
     Location,
     delete_dir,
     exists,
     list_files,
-    read_json,
     read_text,
-    write_json,
     write_text,
 )
 
@@ -77,14 +76,14 @@ def published_versions(root: Location) -> list[str]:
     return sorted(names, key=version_seq)
 
 
-def complete_manifest(root: Location, version: str) -> dict[str, Any] | None:
+def complete_manifest(root: Location, version: str) -> SidManifest | None:
     """The manifest of ``version`` if it is completely published, else None."""
     loc = version_dir(root, version).child(MANIFEST)
     if not exists(loc):
         return None
     try:
-        return read_json(loc)  # type: ignore[no-any-return]
-    except ValueError:
+        return read_manifest(loc)
+    except SIDTableError:
         return None
 
 
@@ -96,9 +95,10 @@ def clear_incomplete(root: Location, version: str) -> None:
         delete_dir(vdir)
 
 
-def publish(root: Location, version: str, manifest: dict[str, Any]) -> None:
-    """Make ``version`` visible: manifest last inside the version, then the LATEST pointer."""
-    write_json(version_dir(root, version).child(MANIFEST), manifest)
+def publish(root: Location, manifest: SidManifest) -> None:
+    """Make ``manifest.version`` visible: manifest last inside the version, then the LATEST pointer."""
+    version = manifest.version
+    write_manifest(version_dir(root, version).child(MANIFEST), manifest)
     resolve_version(root, version=version)  # read back before pointing readers at it
     write_text(root.child(LATEST), version + "\n")
     log.info("published %s (LATEST -> %s)", version_dir(root, version).uri, version)

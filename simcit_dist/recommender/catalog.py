@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.sids.table import SIDTableError, code_columns, read_sid_table
 from simcit_dist.storage import StorageConfig
 
@@ -74,13 +75,8 @@ class SidLayout:
         return cls(tuple(int(s) for s in data["level_sizes"]))
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> SidLayout:
-        levels = int(manifest["num_levels"])
-        k = manifest["codebook_size"]
-        sizes = [int(x) for x in k] if isinstance(k, (list, tuple)) else [int(k)] * levels
-        if len(sizes) != levels or min(sizes) < 1:
-            raise SIDTableError(f"manifest: codebook_size {k!r} does not fit num_levels {levels}")
-        return cls((*sizes, int(manifest["max_suffix"]) + 1))
+    def from_manifest(cls, manifest: SidManifest) -> SidLayout:
+        return cls((*manifest.level_sizes(), manifest.max_suffix + 1))
 
     def keys(self, codes: np.ndarray) -> np.ndarray:
         """(..., D) local codes -> (...) int64 keys (mixed radix, lexicographic order preserved)."""
@@ -180,15 +176,15 @@ class SidCatalog:
         return out
 
 
-def catalog_from_table(table: pa.Table, manifest: dict[str, Any]) -> SidCatalog:
+def catalog_from_table(table: pa.Table, manifest: SidManifest) -> SidCatalog:
     """Build a :class:`SidCatalog` from a SID table and its manifest."""
     layout = SidLayout.from_manifest(manifest)
-    cols = [*code_columns(int(manifest["num_levels"])), "suffix"]
+    cols = [*code_columns(manifest.num_levels), "suffix"]
     item_ids = table.column("item_id").to_numpy().astype(np.int64)
     codes = np.stack([table.column(c).to_numpy().astype(np.int64) for c in cols], axis=1) if len(table) \
         else np.zeros((0, len(cols)), dtype=np.int64)
     order = np.argsort(item_ids, kind="stable")
-    return SidCatalog(layout, item_ids[order], codes[order], version=str(manifest.get("version", "")))
+    return SidCatalog(layout, item_ids[order], codes[order], version=manifest.version)
 
 
 def load_catalog(sid_root: str, storage: StorageConfig | None = None, version: str | None = None) -> SidCatalog:

@@ -1,17 +1,18 @@
 """Typed configs of the generative recommender (model, data split, training, evaluation) and its jobs.
 
-The DeepSpeed section is DeepSpeed's own JSON config written as YAML (``training.deepspeed``), so
+The DeepSpeed section is DeepSpeed's own JSON config written as YAML (``train.deepspeed``), so
 ZeRO stage, precision and clipping read exactly as in DeepSpeed's docs; the batch size and
-optimizer stay ours (``training.batch_size``, ``training.lr``) and are filled in when missing.
+optimizer stay ours (``train.batch_size``, the global batch, and ``train.lr``) and are filled in when missing.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from simcit_dist.storage import StorageConfig
+from simcit_dist.train.config import RunSection, TrainSection
 
 SplitName = Literal["valid", "test"]
 
@@ -81,19 +82,16 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
-class TrainingConfig:
+class RecommenderTrainConfig(TrainSection):
+    """``train:`` of the recommender (the shared keys: :class:`TrainSection`). ``batch_size`` is the
+    GLOBAL batch; each worker's DeepSpeed micro batch is ``batch_size / num_workers``."""
+
     epochs: int = 10
-    batch_size: int = 256  # per worker (DeepSpeed train_micro_batch_size_per_gpu)
-    lr: float = 1e-3
+    batch_size: int = 512
     weight_decay: float = 0.01
-    warmup_steps: int = 0  # linear warm-up, then constant
     seed: int = 0
-    num_workers: int = 2
-    use_gpu: bool = False  # True -> nccl; False -> gloo (DeepSpeed picks its CPU accelerator itself)
-    cpus_per_worker: int = 1
-    torch_threads: int | None = None  # intra-op threads per worker; None -> torch's default
     max_steps_per_epoch: int | None = None  # cap for smoke tests
-    log_every_steps: int = 50
+    log_every: int = 50
     # DeepSpeed JSON config (as YAML). Missing micro batch / accumulation are filled from above.
     deepspeed: dict[str, Any] = field(default_factory=lambda: {
         "zero_optimization": {"stage": 2},
@@ -102,25 +100,23 @@ class TrainingConfig:
     })
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "num_workers", "cpus_per_worker", "log_every_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"training.lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"training.warmup_steps must be >= 0, got {self.warmup_steps}")
+        super().__post_init__()
         stage = self.zero_stage
         if stage not in (0, 1, 2, 3):
-            raise ValueError(f"training.deepspeed.zero_optimization.stage must be one of [0, 1, 2, 3], got {stage!r}")
+            raise ValueError(f"train.deepspeed.zero_optimization.stage must be one of [0, 1, 2, 3], got {stage!r}")
         if self.precision == "fp16" and not self.use_gpu:
-            raise ValueError("training.deepspeed.fp16 needs training.use_gpu=true; use fp32 (or bf16) on CPU")
+            raise ValueError("train.deepspeed.fp16 needs train.use_gpu=true; use fp32 (or bf16) on CPU")
         micro = self.deepspeed.get("train_micro_batch_size_per_gpu")
-        if micro is not None and micro != self.batch_size:
-            raise ValueError(f"training.deepspeed.train_micro_batch_size_per_gpu ({micro}) must equal "
-                             f"training.batch_size ({self.batch_size}) or be left out")
+        if micro is not None and micro != self.per_worker_batch:
+            raise ValueError(f"train.deepspeed.train_micro_batch_size_per_gpu ({micro}) must equal train.batch_size / "
+                             f"train.num_workers ({self.per_worker_batch}) or be left out")
+        total = self.deepspeed.get("train_batch_size")
+        if total is not None and total != self.batch_size:
+            raise ValueError(f"train.deepspeed.train_batch_size ({total}) must equal train.batch_size "
+                             f"({self.batch_size}) or be left out")
         if "optimizer" in self.deepspeed or "scheduler" in self.deepspeed:
-            raise ValueError("training.deepspeed must not set 'optimizer'/'scheduler': the loop passes a torch "
-                             "AdamW (training.lr, training.weight_decay) and its warm-up schedule")
+            raise ValueError("train.deepspeed must not set 'optimizer'/'scheduler': the loop passes a torch "
+                             "AdamW (train.lr, train.weight_decay) and its warm-up schedule")
 
     @property
     def zero_stage(self) -> int:
@@ -131,13 +127,13 @@ class TrainingConfig:
     def precision(self) -> str:
         enabled = [p for p in ("bf16", "fp16") if (self.deepspeed.get(p) or {}).get("enabled", False)]
         if len(enabled) > 1:
-            raise ValueError("training.deepspeed enables both bf16 and fp16; pick one")
+            raise ValueError("train.deepspeed enables both bf16 and fp16; pick one")
         return enabled[0] if enabled else "fp32"
 
     def deepspeed_config(self) -> dict[str, Any]:
         """The dict handed to ``deepspeed.initialize`` (a copy, with our batch settings filled in)."""
         ds = copy.deepcopy(self.deepspeed)
-        ds.setdefault("train_micro_batch_size_per_gpu", self.batch_size)
+        ds.setdefault("train_micro_batch_size_per_gpu", self.per_worker_batch)
         ds.setdefault("gradient_accumulation_steps", 1)
         ds.setdefault("steps_per_print", 1 << 30)  # our loop logs progress; keep DeepSpeed's quiet
         if self.zero_stage == 3:
@@ -178,43 +174,39 @@ class RecommenderConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    train: RecommenderTrainConfig = field(default_factory=RecommenderTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass
-class RunSpec:
-    """Where Ray Train keeps this run's checkpoints; re-running the same name resumes it."""
+class RecommenderRunSection(RunSection):
+    """``run:`` of the recommender: where Ray Train keeps its checkpoints (see :class:`RunSection`)."""
 
-    storage_path: str = "runs/ray"
     name: str = "recommender"
-    num_to_keep: int = 2
-    max_failures: int = 0  # worker-group restarts from the latest checkpoint
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"run.name must be a non-empty name without '/', got {self.name!r}")
-        if self.num_to_keep < 1 or self.max_failures < -1:
-            raise ValueError("run.num_to_keep must be >= 1 and run.max_failures >= -1 (-1: retry forever)")
 
 
 @dataclass
 class TrainRecommenderJobConfig:
     """``jobs/train_recommender.py``: train on one SID table, validate each epoch, test at the end."""
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "training": "the section is train: now, and train.batch_size is the GLOBAL batch (the old per-worker "
+                    "training.batch_size x train.num_workers); training.log_every_steps is train.log_every",
+    }
+
     interactions: str = "runs/data/synthetic/interactions"
     sid_root: str = "runs/sids/simcit"
     sid_version: str | None = None  # None -> the version LATEST points at (pinned for the whole run)
     output: str = "runs/recommender/demo"  # metrics.json, plots, sequences, exported model
-    run: RunSpec = field(default_factory=RunSpec)
+    run: RecommenderRunSection = field(default_factory=RecommenderRunSection)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    train: RecommenderTrainConfig = field(default_factory=RecommenderTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def recommender(self) -> RecommenderConfig:
-        return RecommenderConfig(model=self.model, data=self.data, training=self.training, eval=self.eval)
+        return RecommenderConfig(model=self.model, data=self.data, train=self.train, eval=self.eval)
 
 
 @dataclass

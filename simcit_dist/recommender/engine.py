@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from simcit_dist.recommender.catalog import SidLayout
-from simcit_dist.recommender.config import ModelConfig, TrainingConfig
+from simcit_dist.recommender.config import ModelConfig, RecommenderTrainConfig
 from simcit_dist.recommender.model import TigerModel
+from simcit_dist.train.lr_schedule import build_scheduler
 
 if TYPE_CHECKING:  # examples pulls in the data stack (polars); the steps only need the type
     from simcit_dist.recommender.examples import Batch
@@ -28,18 +29,17 @@ def build_model(cfg: ModelConfig, layout: SidLayout, max_history: int, seed: int
     return TigerModel(cfg, layout, max_history)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> tuple[torch.optim.Optimizer, Any]:
+def build_optimizer(model: nn.Module, cfg: RecommenderTrainConfig) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW (no decay on biases, norms, embeddings) and a linear warm-up schedule."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n and "pos" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n and "pos" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
-    warmup = max(cfg.warmup_steps, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-    return optimizer, schedule
+    # Linear warm-up, then constant: the tokenizer's schedule with kind "constant".
+    return optimizer, build_scheduler(optimizer, 0, cfg.warmup_steps, "constant", 1.0)
 
 
-def build_engine(model: nn.Module, cfg: TrainingConfig) -> Any:
+def build_engine(model: nn.Module, cfg: RecommenderTrainConfig) -> Any:
     """``deepspeed.initialize`` with a torch optimizer (nothing to compile) and our DeepSpeed config.
 
     Uses the process group Ray Train already set up (gloo on CPU, nccl on GPU).
@@ -49,7 +49,8 @@ def build_engine(model: nn.Module, cfg: TrainingConfig) -> Any:
     optimizer, schedule = build_optimizer(model, cfg)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=cfg.deepspeed_config())
-    log.info("DeepSpeed engine: ZeRO stage %d, %s, micro batch %d", cfg.zero_stage, cfg.precision, cfg.batch_size)
+    log.info("DeepSpeed engine: ZeRO stage %d, %s, micro batch %d (global batch %d)", cfg.zero_stage, cfg.precision,
+             cfg.per_worker_batch, cfg.batch_size)
     return engine
 
 

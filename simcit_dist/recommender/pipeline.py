@@ -19,7 +19,7 @@ from typing import Any
 
 from simcit_dist.config_loader import to_dict
 from simcit_dist.recommender.catalog import load_catalog
-from simcit_dist.recommender.config import DataConfig, EvalConfig, RecommenderConfig, RunSpec
+from simcit_dist.recommender.config import DataConfig, EvalConfig, RecommenderConfig
 from simcit_dist.recommender.evaluation import SPLITS, evaluate_model
 from simcit_dist.recommender.export import load_meta, model_dir
 from simcit_dist.recommender.report import write_run_report
@@ -35,19 +35,20 @@ from simcit_dist.storage import (
     resolve,
     write_json,
 )
+from simcit_dist.train.config import RunSection
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 
 
-def train_and_evaluate(interactions: str, sid_root: str, cfg: RecommenderConfig, output: str, run: RunSpec,
+def train_and_evaluate(interactions: str, sid_root: str, cfg: RecommenderConfig, output: str, run: RunSection,
                        storage: StorageConfig | None = None, sid_version: str | None = None) -> dict[str, Any]:
     """Build sequences, train on Ray (resuming ``run.name`` if it has checkpoints), evaluate on
     validation and test, write the run directory; returns the metrics.json content."""
     out = resolve(output, storage)
     _, manifest = resolve_version(sid_root, storage, sid_version)
-    version = str(manifest["version"])  # pinned: LATEST may move while we run
+    version = manifest.version  # pinned: LATEST may move while we run
     catalog = load_catalog(sid_root, storage, version)
     sequences = out.child("data", "sequences")
     stats = build_sequences(interactions, catalog, sequences, cfg.data, storage)

@@ -9,7 +9,7 @@ layout (each rank saves into its own temp dir, Ray merges the uploads into one d
     model/                consolidated weights + config (rank 0; what evaluation loads)
     state.json            epoch, global step, per-epoch history (rank 0)
 
-Re-running with the same ``RunSpec.name`` makes Ray hand the latest checkpoint back
+Re-running with the same ``run.name`` makes Ray hand the latest checkpoint back
 (``ray.train.get_checkpoint()``); the loop loads it and continues with the next epoch. Batch
 order and dropout are seeded per (epoch, rank), so a resumed epoch is the epoch an
 uninterrupted run would have trained.
@@ -23,14 +23,13 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from simcit_dist.logs import filter_to_rank_zero
 from simcit_dist.recommender.catalog import SidCatalog, load_catalog
-from simcit_dist.recommender.config import RecommenderConfig, RunSpec
+from simcit_dist.recommender.config import RecommenderConfig
 from simcit_dist.recommender.engine import build_engine, build_model, consolidated_state_dict, deepspeed_step
 from simcit_dist.recommender.evaluation import Recommender, score_examples
 from simcit_dist.recommender.examples import UserSequences, load_shard, train_batches
@@ -38,6 +37,10 @@ from simcit_dist.recommender.export import ModelMeta, load_meta, save_model
 from simcit_dist.recommender.metrics import finalize
 from simcit_dist.recommender.sequences import count_examples
 from simcit_dist.storage import Location, StorageConfig, read_json, resolve
+from simcit_dist.train.config import RunSection
+from simcit_dist.train.run import ray_run_config
+from simcit_dist.train.state import TrainState, state_from_json, state_to_json
+from simcit_dist.train.worker import start_worker
 
 log = logging.getLogger(__name__)
 
@@ -62,46 +65,35 @@ class WorkerJob:
         self.sid_root = resolve(self.sid_root, self.storage).uri
 
 
-@dataclass
-class TrainState:
-    epoch: int = 0  # completed epochs
-    global_step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry point: ``config = {"job": WorkerJob}``."""
     import ray.train
 
     job: WorkerJob = config["job"]
     cfg = job.cfg
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    filter_to_rank_zero(rank)
-    if cfg.training.torch_threads:
-        torch.set_num_threads(cfg.training.torch_threads)
+    rank, world = start_worker(cfg.train)
     catalog = load_catalog(job.sid_root, job.storage, job.sid_version)
     seqs = load_shard(resolve(job.sequences, job.storage), cfg.data, rank, world)
-    engine = build_engine(build_model(cfg.model, catalog.layout, cfg.data.max_history, cfg.training.seed),
-                          cfg.training)
+    engine = build_engine(build_model(cfg.model, catalog.layout, cfg.data.max_history, cfg.train.seed),
+                          cfg.train)
     state = restore(engine, ray.train.get_checkpoint(), job.sid_version)
     steps = steps_per_epoch(seqs, cfg)
     rec = Recommender(engine.module, catalog, engine.device)
     meta = ModelMeta(cfg.model, cfg.data, catalog.layout, job.sid_root, job.sid_version)
     if rank == 0:
-        log.info("training %d steps/epoch x %d workers, epochs %d..%d", steps, world, state.epoch + 1,
-                 cfg.training.epochs)
-    for epoch in range(state.epoch, cfg.training.epochs):
+        log.info("training %d steps/epoch, global batch %d = %d per worker x %d workers, epochs %d..%d", steps,
+                 cfg.train.batch_size, cfg.train.per_worker_batch, world, state.epoch + 1, cfg.train.epochs)
+    for epoch in range(state.epoch, cfg.train.epochs):
         start = time.time()
         train_loss = train_epoch(engine, seqs, catalog, cfg, epoch, rank, steps, state)
         valid = validate(rec, seqs, cfg, world)
-        metrics = {"epoch": epoch + 1, "global_step": state.global_step, "train_loss": train_loss,
+        metrics = {"epoch": epoch + 1, "global_step": state.step, "train_loss": train_loss,
                    **{f"valid/{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
         state.epoch = epoch + 1
         state.history.append(metrics)
         if rank == 0:
             log.info("epoch %d/%d: loss %.4f, valid recall@%d %.4f (%d examples), %.1fs", epoch + 1,
-                     cfg.training.epochs, train_loss, cfg.eval.epoch_metric_k,
+                     cfg.train.epochs, train_loss, cfg.eval.epoch_metric_k,
                      valid[f"recall@{cfg.eval.epoch_metric_k}"], valid["count"], metrics["seconds"])
         save_and_report(engine, state, meta, metrics, rank)
 
@@ -111,16 +103,16 @@ def steps_per_epoch(seqs: UserSequences, cfg: RecommenderConfig) -> int:
     smallest shard decides; shards are balanced by example count, so little is left out."""
     import torch.distributed as dist
 
-    local = int(count_examples(seqs.lengths, cfg.data, "train").sum()) // cfg.training.batch_size
+    local = int(count_examples(seqs.lengths, cfg.data, "train").sum()) // cfg.train.per_worker_batch
     steps = torch.tensor([local], dtype=torch.long)
     if dist.is_initialized():
         dist.all_reduce(steps, op=dist.ReduceOp.MIN)
     out = int(steps.item())
-    if cfg.training.max_steps_per_epoch is not None:
-        out = min(out, cfg.training.max_steps_per_epoch)
+    if cfg.train.max_steps_per_epoch is not None:
+        out = min(out, cfg.train.max_steps_per_epoch)
     if out < 1:
-        raise ValueError(f"a worker's shard has fewer than training.batch_size={cfg.training.batch_size} training "
-                         "examples; lower the batch size or the number of workers")
+        raise ValueError(f"a worker's shard has fewer than train.batch_size / train.num_workers = "
+                         f"{cfg.train.per_worker_batch} training examples; lower the batch size or the number of workers")
     return out
 
 
@@ -129,16 +121,16 @@ def train_epoch(engine: Any, seqs: UserSequences, catalog: SidCatalog, cfg: Reco
     """One epoch of DeepSpeed steps; returns the mean loss over all ranks and steps."""
     import torch.distributed as dist
 
-    torch.manual_seed(cfg.training.seed * 1_000_003 + epoch * 1009 + rank)  # dropout masks per (epoch, rank)
+    torch.manual_seed(cfg.train.seed * 1_000_003 + epoch * 1009 + rank)  # dropout masks per (epoch, rank)
     engine.train()
     total = 0.0
-    batches = train_batches(seqs, catalog, cfg.data, cfg.training.batch_size, steps, cfg.training.seed, epoch, rank)
+    batches = train_batches(seqs, catalog, cfg.data, cfg.train.per_worker_batch, steps, cfg.train.seed, epoch, rank)
     for i, batch in enumerate(batches):
         loss = deepspeed_step(engine, batch)
         total += loss
-        state.global_step += 1
-        if rank == 0 and (i + 1) % cfg.training.log_every_steps == 0:
-            log.info("epoch %d step %d/%d (global %d): loss %.4f", epoch + 1, i + 1, steps, state.global_step, loss)
+        state.step += 1
+        if rank == 0 and (i + 1) % cfg.train.log_every == 0:
+            log.info("epoch %d step %d/%d (global %d): loss %.4f", epoch + 1, i + 1, steps, state.step, loss)
     mean = torch.tensor([total / steps])
     if dist.is_initialized():
         dist.all_reduce(mean)
@@ -164,13 +156,13 @@ def save_and_report(engine: Any, state: TrainState, meta: ModelMeta, metrics: di
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
-        engine.save_checkpoint(os.path.join(tmp, DEEPSPEED_DIR), tag=f"global_step{state.global_step}")
+        engine.save_checkpoint(os.path.join(tmp, DEEPSPEED_DIR), tag=f"global_step{state.step}")
         weights = consolidated_state_dict(engine)  # collective under ZeRO-3
         if rank == 0:
             assert weights is not None
             save_model(resolve(os.path.join(tmp, "model")), weights, meta)
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
-                json.dump({"epoch": state.epoch, "global_step": state.global_step, "history": state.history}, f)
+                json.dump(state_to_json(state), f)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -191,8 +183,10 @@ def restore(engine: Any, checkpoint: Any, sid_version: str) -> TrainState:
             raise RuntimeError(f"{path}: DeepSpeed found no checkpoint to load under {DEEPSPEED_DIR}/")
         with open(os.path.join(path, STATE_FILE)) as f:
             raw = json.load(f)
-    log.info("resumed from %s: epoch %d, global step %d", load_path, raw["epoch"], raw["global_step"])
-    return TrainState(raw["epoch"], raw["global_step"], raw["history"])
+    state = state_from_json(raw)
+    state.resumed_from.append(state.step)
+    log.info("resumed from %s: epoch %d, global step %d", load_path, state.epoch, state.step)
+    return state
 
 
 @dataclass
@@ -201,23 +195,20 @@ class FitResult:
     state: TrainState
 
 
-def fit(job: WorkerJob, run: RunSpec) -> FitResult:
+def fit(job: WorkerJob, run: RunSection) -> FitResult:
     """Run (or resume) training on Ray; returns the latest checkpoint and its loop state."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    training = job.cfg.training
-    root = resolve(run.storage_path, job.storage)
+    training = job.cfg.train
+    run_config, root = ray_run_config(run, job.storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job},
         scaling_config=ScalingConfig(num_workers=training.num_workers, use_gpu=training.use_gpu,
                                      resources_per_worker={"CPU": training.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if training.use_gpu else "gloo"),
-        run_config=RunConfig(name=run.name, storage_path=root.path if root.is_s3 else root.uri,
-                             storage_filesystem=root.fs if root.is_s3 else None,
-                             checkpoint_config=CheckpointConfig(num_to_keep=run.num_to_keep),
-                             failure_config=FailureConfig(max_failures=run.max_failures)),
+        run_config=run_config,
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -226,4 +217,4 @@ def fit(job: WorkerJob, run: RunSpec) -> FitResult:
     uri = f"s3://{ckpt.path}" if root.is_s3 else ckpt.path
     loc = Location(root.fs if root.is_s3 else ckpt.filesystem, ckpt.path, uri)
     raw = read_json(loc.child(STATE_FILE))
-    return FitResult(loc, TrainState(raw["epoch"], raw["global_step"], raw["history"]))
+    return FitResult(loc, state_from_json(raw))

@@ -6,27 +6,28 @@ Layout under an SID root (local or ``s3://``)::
     <root>/versions/<version>/manifest.json
     <root>/versions/<version>/sids/part-*.parquet   item_id, c1..cL, suffix, sid
 
-``manifest.json`` holds at least ``num_levels``, ``codebook_size`` and ``max_suffix`` (the
-largest suffix used), plus provenance, counts and metrics. Readers always go through
+``manifest.json`` is a :class:`~simcit_dist.sids.manifest.SidManifest` (levels, codebook sizes,
+the largest suffix used, provenance, counts and metrics). Readers always go through
 :func:`resolve_version`, so a version is only visible once its manifest and ``LATEST`` exist.
+
+Stable contracts (other teams' code may read them): ``LATEST``, ``manifest.json`` and the
+``sids/`` Parquet schema below. Everything else under a run directory is internal.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from simcit_dist.data.parquet_io import read_table
-from simcit_dist.storage import Location, StorageConfig, exists, read_json, read_text, resolve
+from simcit_dist.sids.manifest import SidManifest, SIDTableError, read_manifest
+from simcit_dist.storage import Location, StorageConfig, exists, read_text, resolve
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
 
-
-class SIDTableError(ValueError):
-    """A published SID table or version is missing, corrupt, or inconsistent."""
+__all__ = ["LATEST", "MANIFEST", "SIDTableError", "SidManifest", "code_columns", "read_sid_table",
+           "resolve_version", "sid_schema", "sid_strings", "version_dir"]
 
 
 def code_columns(num_levels: int) -> list[str]:
@@ -55,7 +56,7 @@ def version_dir(root: Location, version: str) -> Location:
 
 
 def resolve_version(root_uri: str | Location, storage: StorageConfig | None = None,
-                    version: str | None = None) -> tuple[Location, dict[str, Any]]:
+                    version: str | None = None) -> tuple[Location, SidManifest]:
     """(version directory, manifest) of ``version``, or of the one ``LATEST`` points at."""
     root = root_uri if isinstance(root_uri, Location) else resolve(root_uri, storage)
     if version is None:
@@ -69,25 +70,21 @@ def resolve_version(root_uri: str | Location, storage: StorageConfig | None = No
     manifest_loc = vdir.child(MANIFEST)
     if not exists(manifest_loc):
         raise SIDTableError(f"{root.uri}: version {version!r} does not exist or is incomplete (no {MANIFEST})")
-    try:
-        manifest = read_json(manifest_loc)
-    except ValueError as e:
-        raise SIDTableError(f"{manifest_loc.uri}: corrupt manifest: {e}") from e
-    for key in ("num_levels", "codebook_size", "max_suffix", "version"):
-        if key not in manifest:
-            raise SIDTableError(f"{manifest_loc.uri}: corrupt manifest: missing {key!r}")
+    manifest = read_manifest(manifest_loc)
+    if manifest.version != version:
+        raise SIDTableError(f"{manifest_loc.uri}: manifest names version {manifest.version!r}, not {version!r}")
     return vdir, manifest
 
 
 def read_sid_table(root_uri: str | Location, storage: StorageConfig | None = None,
-                   version: str | None = None) -> tuple[pa.Table, dict[str, Any]]:
+                   version: str | None = None) -> tuple[pa.Table, SidManifest]:
     """Load a published SID table whole (for bounded uses: a recommender's vocabulary/trie).
 
     Catalog-scale consumers should stream ``<version>/sids`` with Ray Data instead.
     """
     vdir, manifest = resolve_version(root_uri, storage, version)
     table = read_table(vdir.child("sids"))
-    expected = ["item_id", *code_columns(int(manifest["num_levels"])), "suffix"]
+    expected = ["item_id", *code_columns(manifest.num_levels), "suffix"]
     missing = [c for c in expected if c not in table.column_names]
     if missing:
         raise SIDTableError(f"{vdir.uri}/sids: missing columns {missing}")

@@ -10,22 +10,17 @@ from typing import Literal
 
 from simcit_dist.storage import StorageConfig
 from simcit_dist.tokenizer.config import TokenizerConfig
+from simcit_dist.train.config import RunSection, TrainSection
 
 
 @dataclass
-class RunSection:
-    """Where a run's state goes. ``storage_path``/``name`` are Ray Train's ``RunConfig``: checkpoints
-    land in ``<storage_path>/<name>/`` (local or s3://) and re-running the same name resumes.
-    ``run_dir`` is a local directory for the human-facing report (markdown, plots, metrics.json)."""
+class TokenizerRunSection(RunSection):
+    """``run:`` of the tokenizer job: Ray Train's run (see :class:`RunSection`) plus ``run_dir``, a
+    local directory for the human-facing report (markdown, plots, metrics.json), and the artifact."""
 
-    storage_path: str = "runs/ray"
     name: str = "tokenizer"
     run_dir: str = "runs/tokenizer"
     artifact: str | None = None  # final tokenizer; None -> <storage_path>/<name>/tokenizer
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"run.name must be a non-empty name without '/', got {self.name!r}")
 
     def artifact_uri(self) -> str:
         return self.artifact or f"{self.storage_path.rstrip('/')}/{self.name}/tokenizer"
@@ -65,47 +60,33 @@ class TokenizerDataConfig:
 
 
 @dataclass
-class TokenizerTrainConfig:
-    """Ray Train DDP settings. ``batch_size`` is the GLOBAL batch: every worker takes
-    ``batch_size / num_workers`` rows and the contrastive loss sees all of them as negatives."""
+class TokenizerTrainConfig(TrainSection):
+    """``train:`` of the tokenizer job (the shared keys: :class:`TrainSection`). ``batch_size`` is the
+    GLOBAL batch: every worker takes ``batch_size / num_workers`` rows and the contrastive loss sees
+    all of them as negatives."""
 
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: int = 1
-    torch_threads: int = 0  # per worker; 0 = cpus_per_worker
     batch_size: int = 8192
-    epochs: int = 1
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
     max_steps: int = 0  # 0 = epochs x (rows // batch_size)
-    lr: float = 1e-3
     min_lr_ratio: float = 0.1
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # GPU only
-    log_every: int = 10
     checkpoint_every: int = 100
-    num_to_keep: int = 2
-    max_failures: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ValueError(f"train.num_workers must be >= 1, got {self.num_workers}")
-        if self.batch_size < 2 or self.batch_size % self.num_workers:
-            raise ValueError(
-                f"train.batch_size ({self.batch_size}) must be >= 2 and divisible by train.num_workers "
-                f"({self.num_workers}): every worker takes an equal share of the global batch"
-            )
-        if self.epochs < 1 or self.max_steps < 0:
-            raise ValueError("train.epochs must be >= 1 and train.max_steps >= 0")
-        if self.lr <= 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError("train.lr must be > 0 and train.min_lr_ratio in [0, 1]")
-        if min(self.log_every, self.checkpoint_every, self.num_to_keep) < 1:
-            raise ValueError("train.log_every, checkpoint_every and num_to_keep must be >= 1")
+        super().__post_init__()
+        if self.batch_size < 2:
+            raise ValueError(f"train.batch_size must be >= 2, got {self.batch_size}")
+        if self.max_steps < 0 or self.grad_clip < 0:
+            raise ValueError("train.max_steps and train.grad_clip must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.mixed_precision != "no" and not self.use_gpu:
             raise ValueError("train.mixed_precision needs train.use_gpu=true (CPU trains in fp32)")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.max_failures < 0:
-            raise ValueError("train.warmup_steps, grad_clip and max_failures must be >= 0")
 
 
 @dataclass
@@ -115,5 +96,5 @@ class TokenizerJobConfig:
     data: TokenizerDataConfig = field(default_factory=TokenizerDataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
-    run: RunSection = field(default_factory=RunSection)
+    run: TokenizerRunSection = field(default_factory=TokenizerRunSection)
     storage: StorageConfig = field(default_factory=StorageConfig)

@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import DataConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX
@@ -24,11 +24,10 @@ from simcit_dist.tokenizer_training.pair_views import build_pair_views
 from simcit_dist.tokenizer_training.plan import TokenizerPlan, TokenizerRunResult
 from simcit_dist.tokenizer_training.training_rows import holdout_dataset, training_dataset
 from simcit_dist.tokenizer_training.worker import train_loop_per_worker
+from simcit_dist.train.run import ray_run_config
 
 log = logging.getLogger(__name__)
 FAIL_ENV = "SIMCIT_FAIL_AT_STEP"  # fault injection for tests: the first attempt's rank 1 raises at this step
-
-
 
 
 def plan_training(cfg: TokenizerJobConfig) -> tuple[TokenizerPlan, Location, list[str]]:
@@ -72,17 +71,6 @@ def _data_config(deterministic: bool) -> DataConfig:
     return DataConfig(datasets_to_split=["train"], execution_options={"train": options}, enable_shard_locality=False)
 
 
-def _run_config(cfg: TokenizerJobConfig) -> RunConfig:
-    storage = resolve(cfg.run.storage_path, cfg.storage)
-    return RunConfig(
-        name=cfg.run.name,
-        storage_path=storage.path,
-        storage_filesystem=storage.fs if storage.is_s3 else None,
-        checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.num_to_keep),
-        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-    )
-
-
 def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
     """Train (or resume training of) the configured tokenizer; returns where the artifact is."""
     if cfg.tokenizer.kind == "rqkmeans":
@@ -102,7 +90,7 @@ def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
         train_loop_config={"plan": plan, "fail_at_step": int(os.environ.get(FAIL_ENV, "0"))},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
-        run_config=_run_config(cfg),
+        run_config=ray_run_config(cfg.run, cfg.storage)[0],
         datasets=datasets,
         dataset_config=_data_config(cfg.data.deterministic),
     )

@@ -24,7 +24,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from simcit_dist.logs import filter_to_rank_zero
 from simcit_dist.tokenizer import build_tokenizer
 from simcit_dist.tokenizer.train_utils import adamw
 from simcit_dist.tokenizer_training.codebook_health import synced_dead_code_reset
@@ -34,6 +33,7 @@ from simcit_dist.tokenizer_training.plan import TokenizerPlan
 from simcit_dist.train.gather import AllGatherWithGrad, all_reduce_mean
 from simcit_dist.train.lr_schedule import build_scheduler
 from simcit_dist.train.state import TrainState, load_state, save_state
+from simcit_dist.train.worker import start_worker
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,8 @@ log = logging.getLogger(__name__)
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     plan: TokenizerPlan = config["plan"]
     cfg = plan.cfg
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    filter_to_rank_zero(rank)
+    rank, world = start_worker(cfg.train)
     ray.data.DataContext.get_current().enable_progress_bars = False  # one progress line (ours) per run
-    torch.set_num_threads(cfg.train.torch_threads or cfg.train.cpus_per_worker)
     torch.manual_seed(cfg.data.seed)  # identical initial weights on every rank
     device = ray.train.torch.get_device()
 
@@ -77,8 +74,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint is None:
         _init_codebooks(tokenizer, first[2], rank)
         if rank == 0:  # the untrained (initialised) tokenizer: the "before" of the end-of-run metrics
-            from simcit_dist.tokenizer_training.evaluation import evaluate_holdout
-
             tokenizer.eval()
             state.baseline = {k.replace("holdout/", "holdout_untrained/"): v for k, v in
                         evaluate_holdout(tokenizer, ray.train.get_dataset_shard("holdout"), plan, device)[0].items()

@@ -1,8 +1,11 @@
-"""What a tokenizer-training checkpoint holds, and how it is written and read.
+"""The loop state both trainers checkpoint (``TrainState``), and the one-file checkpoint of a
+plain-PyTorch loop.
 
-One file, ``state.pt``: model (unwrapped), optimizer, LR scheduler, global step, data position
-(epoch, batches consumed in that epoch) and the metric history, so a resumed run continues the
-same LR/temperature curves and plots the whole run.
+``save_state``/``load_state`` (the tokenizer): one file, ``state.pt``, with model (unwrapped),
+optimizer, LR scheduler, global step, data position (epoch, batches consumed in that epoch) and
+the metric history, so a resumed run continues the same LR/temperature curves and plots the
+whole run. The recommender's DeepSpeed engine saves model and optimizer itself; it keeps only the
+``TrainState`` beside them (``state_to_json``/``state_from_json``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)  # the step of every restore, in order
     baseline: dict[str, float] = field(default_factory=dict)  # metrics of the untrained model (step 0)
+
+
+def state_to_json(state: TrainState) -> dict[str, Any]:
+    return dict(state.__dict__)
+
+
+def state_from_json(raw: dict[str, Any]) -> TrainState:
+    """The state a checkpoint recorded (older recommender checkpoints called the step ``global_step``)."""
+    raw = dict(raw)
+    if "global_step" in raw:
+        raw["step"] = raw.pop("global_step")
+    return TrainState(**raw)
 
 
 def save_state(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer,

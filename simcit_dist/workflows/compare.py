@@ -24,8 +24,9 @@ from simcit_dist.config_loader import to_dict
 from simcit_dist.recommender.config import RecommenderConfig
 from simcit_dist.recommender.pipeline import train_and_evaluate
 from simcit_dist.report import markdown, plots
+from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.storage import StorageConfig, exists, read_json, resolve, write_bytes, write_text
-from simcit_dist.tokenizer_training.config import RunSection, TokenizerJobConfig
+from simcit_dist.tokenizer_training.config import TokenizerJobConfig, TokenizerRunSection
 from simcit_dist.tokenizer_training.job import run_tokenizer_training
 from simcit_dist.tokenizer_training.report import write_tokenizer_report
 from simcit_dist.workflows.config import CompareJobConfig
@@ -37,12 +38,12 @@ COLUMNS = ["tokenizer", "kind", *[f"{m}@{k}" for m in ("Recall", "NDCG") for k i
            "Gini", "perplexity (mean/level)", "max suffix", "test users"]
 
 
-def _tokenizer_sids(cfg: CompareJobConfig, name: str, out: str, pair_views: str) -> dict[str, Any]:
+def _tokenizer_sids(cfg: CompareJobConfig, name: str, out: str, pair_views: str) -> SidManifest:
     tok = cfg.tokenizers[name]
     data = dataclasses.replace(cfg.data, catalog=cfg.catalog, pairs=cfg.pairs if tok.kind == "simcit" else None,
                                pair_views=pair_views)
     job = TokenizerJobConfig(data=data, tokenizer=tok, train=cfg.train,
-                             run=RunSection(storage_path=f"{cfg.output}/ray", name=f"tokenizer-{name}",
+                             run=TokenizerRunSection(storage_path=f"{cfg.output}/ray", name=f"tokenizer-{name}",
                                             run_dir=f"{out}/tokenizer"), storage=cfg.storage)
     result = run_tokenizer_training(job)
     write_tokenizer_report(result, job.run.run_dir, f"Tokenizer {name} ({tok.kind})")
@@ -62,7 +63,7 @@ def _entry(cfg: CompareJobConfig, name: str, pair_views: str) -> dict[str, Any]:
     rc = cfg.recommender
     # One recommender run per SID version: a re-run on the same SIDs resumes it, new SIDs (a retrained
     # tokenizer, another external table) start a fresh run instead of failing to resume the old one.
-    version = str(manifest["version"])
+    version = manifest.version
     run = dataclasses.replace(rc.run, storage_path=f"{cfg.output}/ray", name=f"recommender-{name}-{version}")
     recommender = rc.recommender()
     report = _finished(f"{out}/recommender", version, recommender, cfg.storage)
@@ -87,9 +88,9 @@ def _finished(output: str, sid_version: str, recommender: RecommenderConfig,
     return report
 
 
-def _row(name: str, kind: str, manifest: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+def _row(name: str, kind: str, manifest: SidManifest, report: dict[str, Any]) -> dict[str, Any]:
     test = report["test"]
-    m = manifest.get("metrics", {})
+    m = manifest.metrics
     ppl = [v for k, v in m.items() if k.startswith("perplexity_l")]
     row: dict[str, Any] = {"tokenizer": name, "kind": kind}
     for k in METRIC_KS:
@@ -97,7 +98,7 @@ def _row(name: str, kind: str, manifest: dict[str, Any], report: dict[str, Any])
         row[f"NDCG@{k}"] = test.get(f"ndcg@{k}", float("nan"))
     row.update({"collision": m.get("collision_rate", float("nan")), "Gini": m.get("gini", float("nan")),
                 "perplexity (mean/level)": float(np.mean(ppl)) if ppl else float("nan"),
-                "max suffix": manifest.get("max_suffix"), "test users": test.get("count")})
+                "max suffix": manifest.max_suffix, "test users": test.get("count")})
     row["_popular"] = {f"Recall@{k}": test.get(f"popular/recall@{k}") for k in METRIC_KS} | {
         f"NDCG@{k}": test.get(f"popular/ndcg@{k}") for k in METRIC_KS}
     return row
@@ -127,7 +128,7 @@ def with_seed(cfg: CompareJobConfig, seed: int) -> CompareJobConfig:
                                             rqkmeans=dataclasses.replace(tok.rqkmeans, seed=seed))
                   for name, tok in cfg.tokenizers.items()}
     recommender = dataclasses.replace(cfg.recommender,
-                                      training=dataclasses.replace(cfg.recommender.training, seed=seed))
+                                      train=dataclasses.replace(cfg.recommender.train, seed=seed))
     return dataclasses.replace(cfg, tokenizers=tokenizers, data=dataclasses.replace(cfg.data, seed=seed),
                                recommender=recommender, output=f"{cfg.output}/seed-{seed}",
                                title=f"{cfg.title} (seed {seed})", seeds=[])

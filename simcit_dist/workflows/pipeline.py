@@ -26,7 +26,8 @@ from simcit_dist.inputs.next_day import simulate_next_day
 from simcit_dist.inputs.prepare import prepare_data
 from simcit_dist.recommender.pipeline import train_and_evaluate
 from simcit_dist.report import markdown
-from simcit_dist.tokenizer_training.config import RunSection
+from simcit_dist.sids.manifest import SidManifest
+from simcit_dist.tokenizer_training.config import TokenizerRunSection
 from simcit_dist.tokenizer_training.job import run_tokenizer_training
 from simcit_dist.tokenizer_training.report import write_tokenizer_report
 from simcit_dist.workflows.config import PipelineConfig
@@ -58,7 +59,7 @@ def wire(cfg: PipelineConfig) -> PipelineConfig:
     tok = cfg.tokenizer
     tokenizer = rep(tok, data=rep(tok.data, catalog=f"{p.prepared}/catalog", pairs=f"{p.prepared}/pairs",
                                   pair_views=None),
-                    run=RunSection(storage_path=p.ray, name=tok.run.name, run_dir=p.stage("tokenizer")), storage=st)
+                    run=TokenizerRunSection(storage_path=p.ray, name=tok.run.name, run_dir=p.stage("tokenizer")), storage=st)
     assign = rep(cfg.assign, catalog=f"{p.prepared}/catalog", tokenizer=tokenizer.run.artifact_uri(), output=p.sids,
                  previous=None, run_dir=p.stage("assign"), storage=st)
     rec = cfg.recommender
@@ -146,8 +147,9 @@ def _retokenize(cfg: PipelineConfig, p: _Paths) -> tuple[dict[str, Any], str]:
         "code_usage.png", "retokenize/code_usage.png")
 
 
-def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {k: manifest[k] for k in ("version", "previous", "counts", "metrics", "diff", "max_suffix")}
+def _manifest_summary(manifest: SidManifest) -> dict[str, Any]:
+    data = manifest.to_dict()
+    return {k: data[k] for k in ("version", "previous", "counts", "metrics", "diff", "max_suffix")}
 
 
 def _recommender(cfg: PipelineConfig, p: _Paths) -> tuple[dict[str, Any], str]:

@@ -66,8 +66,8 @@ def test_full_then_nightly_on_local_disk(tmp_path, ray_local) -> None:
     first = run_assignment(_cfg(str(tmp_path)))
     table, manifest = read_sid_table(str(tmp_path / "sids"))
     assert table.num_rows == N and len(set(table.column("sid").to_pylist())) == N
-    assert manifest["counts"]["items"] == N and manifest["diff"]["added"] == N
-    assert 0 < manifest["metrics"]["collision_rate"] <= 1 and manifest["metrics"]["hit_rate@10_p1"] > 0.5
+    assert manifest.items == N and manifest.diff["added"] == N and manifest.seq == 1 and manifest.previous is None
+    assert 0 < manifest.metrics["collision_rate"] <= 1 and manifest.metrics["hit_rate@10_p1"] > 0.5
     # byte-identical whatever the actors, batch sizes and input files (same partition count)
     write_catalog(day1, str(tmp_path / "other" / "catalog"), files=1)
     rqkmeans_artifact(day1, str(tmp_path / "other" / "tok"))
@@ -82,7 +82,7 @@ def test_full_then_nightly_on_local_disk(tmp_path, ray_local) -> None:
     write_catalog(day2, str(tmp_path / "catalog2"))
     nightly = run_assignment(_cfg(str(tmp_path), catalog=str(tmp_path / "catalog2"), previous="LATEST"))
     assert latest_version(resolve(str(tmp_path / "sids"))) == nightly.version != first.version
-    diff = nightly.manifest["diff"]
+    diff = nightly.manifest.diff
     assert (diff["added"], diff["removed"], diff["changed"]) == (250, 200, 300)
     assert diff["unchanged"] == N - 200 - 300
     old, new = _sids(str(tmp_path / "sids"), version=first.version), _sids(str(tmp_path / "sids"))
@@ -176,7 +176,7 @@ def test_capacity_mode_reduces_suffixes(tmp_path, ray_local) -> None:
     run_assignment(_cfg(str(tmp_path), output=str(tmp_path / "plain")))
     capped = run_assignment(_cfg(str(tmp_path), output=str(tmp_path / "capped"), collision="capacity", capacity=2,
                                  capacity_candidates=8))
-    moved = capped.manifest["counts"]["reassigned_by_capacity"]
+    moved = capped.manifest.counts["reassigned_by_capacity"]
     assert moved > 0
     over_cap = {}
     for name in ("plain", "capped"):

@@ -204,7 +204,7 @@ def test_letter_index_import_roundtrip(tmp_path) -> None:
     path.write_text(json.dumps(index))
     manifest = import_letter_index(str(path), str(tmp_path / "sids"))
     table, _ = read_sid_table(str(tmp_path / "sids"))
-    assert table.column("suffix").to_pylist() == [0, 1, 0] and manifest["metrics"]["collision_rate"] == 2 / 3
+    assert table.column("suffix").to_pylist() == [0, 1, 0] and manifest.metrics["collision_rate"] == 2 / 3
     assert export_letter_index(table, 3) == index
     path.write_text(json.dumps({"0": ["<a_1>", "<c_2>"]}))
     with pytest.raises(SIDTableError, match=r"item 0: token 1 is '<c_2>', expected '<b_N>'"):

@@ -282,8 +282,9 @@ def test_real_algr_sample_parses(shared_data, tmp_path, ray_local) -> None:
     # The external SID table has each distinct SID once, and the item ids decode back to the codes.
     vdir, manifest = resolve_version(resolve(str(tmp_path / "out" / "sids")))
     sids = read_table(vdir.child("sids")).sort_by("item_id")
-    assert manifest["num_levels"] == 3 and manifest["codebook_size"] == 8192 and manifest["max_suffix"] == 0
-    assert sids.num_rows == len({tuple(t) for t in tokens.tolist()}) == manifest["num_items"]
+    assert manifest.num_levels == 3 and manifest.codebook_size == 8192 and manifest.max_suffix == 0
+    assert sids.num_rows == len({tuple(t) for t in tokens.tolist()}) == manifest.items
+    assert manifest.source["item_id"].startswith("sum(c_l * codebook_size")
     ids = sids["item_id"].to_numpy()
     codes = np.stack([sids[c].to_numpy().astype(np.int64) for c in ("c1", "c2", "c3")], axis=1)
     np.testing.assert_array_equal(ids, codes @ np.array([8192**2, 8192, 1]))

@@ -18,9 +18,9 @@ from simcit_dist.tokenizer import (
     load_artifact,
 )
 from simcit_dist.tokenizer_training.config import (
-    RunSection,
     TokenizerDataConfig,
     TokenizerJobConfig,
+    TokenizerRunSection,
     TokenizerTrainConfig,
 )
 from simcit_dist.tokenizer_training.job import FAIL_ENV, run_tokenizer_training
@@ -30,18 +30,20 @@ from tests.helpers import small_catalog, small_pairs, write_catalog
 N = 4000
 
 
-def _cfg(root: str, name: str, storage: StorageConfig | None = None, pairs: bool = True, **train) -> TokenizerJobConfig:
+def _cfg(root: str, name: str, storage: StorageConfig | None = None, pairs: bool = True, max_failures: int = 0,
+         **train) -> TokenizerJobConfig:
     tok = TokenizerConfig(kind="simcit", simcit=SimCITConfig(
         hidden_dims=[32], latent_dim=16, proj_dim=16, num_levels=2, codebook_size=16,
         temperature=TemperatureSchedule(start=0.5, floor=0.05)))
     train_cfg = dict(num_workers=2, batch_size=512, epochs=2, lr=3e-3, warmup_steps=2, log_every=2,
-                     checkpoint_every=4, num_to_keep=2)
+                     checkpoint_every=4)
     train_cfg.update(train)
     return TokenizerJobConfig(
         data=TokenizerDataConfig(catalog=f"{root}/catalog", pairs=f"{root}/pairs" if pairs else None,
                                  holdout_fraction=0.1, join_partitions=2, shuffle_buffer=1024),
         tokenizer=tok, train=TokenizerTrainConfig(**train_cfg),
-        run=RunSection(storage_path=f"{root}/ray", name=name, run_dir="/tmp/unused"),
+        run=TokenizerRunSection(storage_path=f"{root}/ray", name=name, run_dir="/tmp/unused", num_to_keep=2,
+                                max_failures=max_failures),
         storage=storage or StorageConfig())
 
 
@@ -106,7 +108,7 @@ def test_plan_carries_an_absolute_artifact_uri(tmp_path, monkeypatch) -> None:
 
 
 def test_bad_config_fails_before_workers_start(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"batch_size \(1001\) must be >= 2 and divisible by train.num_workers"):
+    with pytest.raises(ConfigError, match=r"\(1001\) must be a positive multiple of train.num_workers \(2\)"):
         load_config(TokenizerJobConfig, "conf/tokenizer.yaml", ["train.batch_size=1001"])
     with pytest.raises(ConfigError, match="codebook_size must be >= 2"):
         load_config(TokenizerJobConfig, "conf/tokenizer.yaml", ["tokenizer.simcit.codebook_size=1"])

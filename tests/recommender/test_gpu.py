@@ -16,7 +16,7 @@ import torch
 
 from simcit_dist.recommender.beam import beam_search
 from simcit_dist.recommender.catalog import SidCatalog, SidLayout
-from simcit_dist.recommender.config import DataConfig, ModelConfig, TrainingConfig
+from simcit_dist.recommender.config import DataConfig, ModelConfig, RecommenderTrainConfig
 from simcit_dist.recommender.engine import build_engine, build_model, consolidated_state_dict, deepspeed_step
 from simcit_dist.recommender.evaluation import Recommender
 from simcit_dist.recommender.export import ModelMeta, load_model, save_model
@@ -88,7 +88,7 @@ def test_deepspeed_bf16_trains_saves_and_loads_on_gpu(stage: int, nccl_group, tm
     successor = rng.permutation(catalog.num_items)  # next item = a fixed function of the last one
     mcfg = ModelConfig(d_model=64, num_heads=4, head_dim=16, ffn_dim=256, num_encoder_layers=2,
                        num_decoder_layers=2, dropout=0.0)
-    tcfg = TrainingConfig(batch_size=128, lr=3e-3, use_gpu=True,
+    tcfg = RecommenderTrainConfig(batch_size=128, num_workers=1, lr=3e-3, use_gpu=True,
                           deepspeed={"zero_optimization": {"stage": stage}, "bf16": {"enabled": True},
                                      "gradient_clipping": 1.0})
     engine = build_engine(build_model(mcfg, catalog.layout, 4, seed=0), tcfg)

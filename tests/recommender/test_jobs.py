@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
 SMALL = ["model.d_model=32", "model.num_heads=2", "model.head_dim=16", "model.ffn_dim=64",
          "model.num_encoder_layers=1", "model.num_decoder_layers=1", "model.dropout=0.0", "data.max_history=8",
-         "data.num_partitions=4", "training.epochs=2", "training.batch_size=32", "training.lr=0.003",
-         "training.warmup_steps=0", "training.log_every_steps=20", "eval.beam_size=20", "eval.num_workers=1",
+         "data.num_partitions=4", "train.epochs=2", "train.batch_size=64", "train.lr=0.003",
+         "train.warmup_steps=0", "train.log_every=20", "eval.beam_size=20", "eval.num_workers=1",
          "eval.max_epoch_examples=200"]
 
 

@@ -6,7 +6,12 @@ import pytest
 
 from simcit_dist.config_loader import ConfigError, load_config
 from simcit_dist.recommender.catalog import SidCatalog, SidLayout
-from simcit_dist.recommender.config import DataConfig, EvalConfig, TrainingConfig, TrainRecommenderJobConfig
+from simcit_dist.recommender.config import (
+    DataConfig,
+    EvalConfig,
+    RecommenderTrainConfig,
+    TrainRecommenderJobConfig,
+)
 from simcit_dist.recommender.examples import UserSequences, make_batch, shard_bounds
 from simcit_dist.recommender.sequences import count_examples, group_user_sequences, split_bounds
 
@@ -74,8 +79,8 @@ def test_shards_balance_examples() -> None:
 @pytest.mark.parametrize(("override", "message"), [
     (["eval.beam_size=10", "eval.ks=[5, 20]"], "eval.beam_size (10) must be >= the largest K"),
     (["data.split=random"], "allowed values: ['leave_one_out', 'chrono']"),
-    (["training.deepspeed={zero_optimization: {stage: 4}}"], "stage must be one of [0, 1, 2, 3]"),
-    (["training.deepspeed={fp16: {enabled: true}}"], "fp16 needs training.use_gpu=true"),
+    (["train.deepspeed={zero_optimization: {stage: 4}}"], "stage must be one of [0, 1, 2, 3]"),
+    (["train.deepspeed={fp16: {enabled: true}}"], "fp16 needs train.use_gpu=true"),
     (["data.min_interactions=2"], "min_interactions must be >= 3"),
     (["run.name=a/b"], "run.name"),
 ])
@@ -86,7 +91,7 @@ def test_config_validation_messages(override: list[str], message: str) -> None:
 
 
 def test_deepspeed_config_is_filled_from_training() -> None:
-    cfg = TrainingConfig(batch_size=32, deepspeed={"zero_optimization": {"stage": 3}, "bf16": {"enabled": True}})
+    cfg = RecommenderTrainConfig(batch_size=32, num_workers=1, deepspeed={"zero_optimization": {"stage": 3}, "bf16": {"enabled": True}})
     ds = cfg.deepspeed_config()
     assert ds["train_micro_batch_size_per_gpu"] == 32 and ds["gradient_accumulation_steps"] == 1
     assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True

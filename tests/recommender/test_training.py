@@ -19,12 +19,12 @@ from simcit_dist.recommender.config import (
     EvalConfig,
     ModelConfig,
     RecommenderConfig,
-    RunSpec,
-    TrainingConfig,
+    RecommenderTrainConfig,
 )
 from simcit_dist.recommender.sequences import MissingSidError, build_sequences
 from simcit_dist.recommender.trainer import FitResult, WorkerJob, fit
 from simcit_dist.storage import read_bytes, resolve
+from simcit_dist.train.config import RunSection
 from tests.recommender.helpers import small_synthetic, write_synthetic
 
 pytestmark = pytest.mark.slow
@@ -75,8 +75,8 @@ def recommender_cfg(data: DataConfig, stage: int, epochs: int) -> RecommenderCon
         model=ModelConfig(d_model=32, num_heads=2, head_dim=16, ffn_dim=64, num_encoder_layers=1,
                           num_decoder_layers=1, dropout=0.1),  # dropout on: its per-epoch seeding is tested too
         data=data,
-        training=TrainingConfig(epochs=epochs, batch_size=32, lr=3e-3, num_workers=2, torch_threads=1,
-                                max_steps_per_epoch=STEPS, log_every_steps=10,
+        train=RecommenderTrainConfig(epochs=epochs, batch_size=64, lr=3e-3, num_workers=2, torch_threads=1,
+                                     max_steps_per_epoch=STEPS, log_every=10,
                                 deepspeed={"zero_optimization": {"stage": stage}, "gradient_clipping": 1.0}),
         eval=EvalConfig(beam_size=10, ks=[5, 10], batch_size=64, max_epoch_examples=100),
     )
@@ -85,7 +85,7 @@ def recommender_cfg(data: DataConfig, stage: int, epochs: int) -> RecommenderCon
 def run(dataset, stage: int, epochs: int, name: str) -> FitResult:
     job = WorkerJob(recommender_cfg(dataset["data"], stage, epochs), dataset["sequences"].uri,
                     dataset["sid_root"], dataset["catalog"].version)
-    return fit(job, RunSpec(storage_path=str(dataset["root"] / "ray"), name=name))
+    return fit(job, RunSection(storage_path=str(dataset["root"] / "ray"), name=name))
 
 
 def weights(result: FitResult) -> dict[str, torch.Tensor]:
@@ -98,9 +98,9 @@ def without_time(history: list[dict]) -> list[dict]:
 
 def test_zero2_resume_continues_and_matches_uninterrupted_zero0(dataset) -> None:
     first = run(dataset, stage=2, epochs=1, name="zero2")
-    assert first.state.epoch == 1 and first.state.global_step == STEPS
+    assert first.state.epoch == 1 and first.state.step == STEPS
     resumed = run(dataset, stage=2, epochs=2, name="zero2")  # same name: resumes after epoch 1
-    assert resumed.state.global_step == 2 * STEPS
+    assert resumed.state.step == 2 * STEPS
     assert without_time(resumed.state.history[:1]) == without_time(first.state.history)
     assert resumed.checkpoint.child("deepspeed").uri != first.checkpoint.child("deepspeed").uri
     losses = [h["train_loss"] for h in resumed.state.history]

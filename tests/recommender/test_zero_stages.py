@@ -17,7 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 from simcit_dist.recommender.catalog import SidCatalog, SidLayout
-from simcit_dist.recommender.config import ModelConfig, TrainingConfig
+from simcit_dist.recommender.config import ModelConfig, RecommenderTrainConfig
 from simcit_dist.recommender.engine import build_engine, build_model, consolidated_state_dict, deepspeed_step
 from simcit_dist.recommender.evaluation import Recommender
 from simcit_dist.recommender.examples import make_batch
@@ -46,7 +46,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     result = {}
     for stage in (2, 3):
         engine = build_engine(build_model(cfg, catalog.layout, 3, seed=0),
-                              TrainingConfig(batch_size=16, lr=3e-3, num_workers=2,
+                              RecommenderTrainConfig(batch_size=32, lr=3e-3, num_workers=2,
                                              deepspeed={"zero_optimization": {"stage": stage}}))
         losses = [deepspeed_step(engine, batch) for _ in range(STEPS)]
         engine.eval()

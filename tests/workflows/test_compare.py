@@ -53,10 +53,11 @@ external:
   truth: {index}
 {entries}
 """)
-    recommender = [f"recommender.{o}" for o in SMALL if not o.startswith("training.epochs")]
+    recommender = [f"recommender.{o}" for o in SMALL if not o.startswith(("train.epochs", "train.batch_size"))]
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["compare", "--config", str(config), *recommender,
-                                      "recommender.training.epochs=1", "recommender.training.num_workers=1"])
+                                      "recommender.train.epochs=1", "recommender.train.num_workers=1",
+                                      "recommender.train.batch_size=32"])
 
 
 @pytest.mark.slow
@@ -94,10 +95,10 @@ def test_with_seed_sets_every_seed_and_its_own_output() -> None:
     cfg = CompareJobConfig(output="runs/compare/x", seeds=[3, 7], title="T")
     seeded = with_seed(cfg, 7)
     assert seeded.output == "runs/compare/x/seed-7" and seeded.title == "T (seed 7)" and seeded.seeds == []
-    assert seeded.data.seed == 7 and seeded.recommender.training.seed == 7
+    assert seeded.data.seed == 7 and seeded.recommender.train.seed == 7
     for tok in seeded.tokenizers.values():
         assert (tok.simcit.seed, tok.rqvae.seed, tok.rqkmeans.seed) == (7, 7, 7)
-    assert cfg.data.seed == 0 and cfg.recommender.training.seed == 0  # the original is untouched
+    assert cfg.data.seed == 0 and cfg.recommender.train.seed == 0  # the original is untouched
     assert all(t.simcit.seed == 0 for t in cfg.tokenizers.values())
     with pytest.raises(ValueError, match="seeds must be distinct"):
         CompareJobConfig(seeds=[1, 1])
@@ -111,7 +112,7 @@ def test_compare_job_over_seeds(tmp_path: Path, ray_local, monkeypatch) -> None:
     out = tmp_path / "out"
     per_seed = {s: json.loads((out / f"seed-{s}" / "comparison.json").read_text()) for s in (0, 5)}
     trained_seeds = {s: json.loads((out / f"seed-{s}" / "truth" / "recommender" / "metrics.json").read_text())
-                     ["config"]["training"]["seed"] for s in (0, 5)}
+                     ["config"]["train"]["seed"] for s in (0, 5)}
     assert trained_seeds == {0: 0, 5: 5}
     truth, popular = json.loads((out / "comparison.json").read_text())
     assert (truth["tokenizer"], truth["seeds"], popular["tokenizer"]) == ("truth", 2, "most popular")

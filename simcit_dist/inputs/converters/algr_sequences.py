@@ -42,8 +42,9 @@ from simcit_dist.data.schemas import INTERACTIONS_SCHEMA, SchemaError
 from simcit_dist.data.task_gather import gather
 from simcit_dist.data.text_lines import LineRange, first_line, iter_lines, line_ranges
 from simcit_dist.inputs.config import AlgrConfig
+from simcit_dist.sids.manifest import SidManifest, write_manifest
 from simcit_dist.sids.table import LATEST, MANIFEST, code_columns, sid_schema, sid_strings, version_dir
-from simcit_dist.storage import Location, write_json, write_text
+from simcit_dist.storage import Location, write_text
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,9 @@ def _write_sid_bucket(bucket: int, parts: list[tuple[Location, int]], cfg: AlgrC
 
 def _write_manifest(staged: Location, cfg: AlgrConfig, num_items: int, source: str) -> None:
     root = staged.child("sids")
-    write_json(version_dir(root, SID_VERSION).child(MANIFEST), {
-        "version": SID_VERSION, "num_levels": cfg.num_levels, "codebook_size": cfg.codebook_size, "max_suffix": 0,
-        "num_items": num_items, "source": source,
-        "item_id": "sum(c_l * codebook_size ** (num_levels - 1 - l)): AL-GR rows have no item ids"})
+    write_manifest(version_dir(root, SID_VERSION).child(MANIFEST), SidManifest(
+        version=SID_VERSION, num_levels=cfg.num_levels, codebook_size=cfg.codebook_size, max_suffix=0,
+        counts={"items": num_items},
+        source={"uri": source, "format": "AL-GR sequences CSV",
+                "item_id": "sum(c_l * codebook_size ** (num_levels - 1 - l)): AL-GR rows have no item ids"}))
     write_text(root.child(LATEST), SID_VERSION + "\n")
