@@ -7,9 +7,9 @@ address joins the cluster of ``ray job submit`` (RAY_ADDRESS) or starts a local 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:  # `python jobs/x.py` from a checkout or a Ray wor
     sys.path.insert(0, str(REPO))
 
 from simcit_dist.config_loader import ConfigError, load_config  # noqa: E402
+from simcit_dist.failures import describe, is_input_error  # noqa: E402
 from simcit_dist.logs import setup_logging  # noqa: E402
 from simcit_dist.worker_env import WORKER_ENV_VARS  # noqa: E402
 
@@ -44,14 +45,32 @@ def parse(description: str, cls: type[T], default_config: str | None = None,
     return cfg, args
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """Run a job's ``main``; input and config errors end with one clear line, not a traceback."""
+def run_main(main: Callable[[], None], job: str | None = None) -> None:
+    """Run a job's ``main``; every failure ends with ONE line naming the cause, as the last line.
+
+    Bad input, config and storage failures print only that line (Ray's own tracebacks above it
+    already show where). Anything else (a bug) prints its traceback first. Ray is shut down
+    before the line is written, so no late worker output lands below it.
+    """
+    name = job or Path(sys.argv[0]).stem
     try:
         main()
-    except (ValueError, FileNotFoundError) as e:
-        cause = getattr(e, "cause", None) or e  # unwrap Ray's RayTaskError
-        logging.getLogger("simcit_dist.job").error("%s: %s", type(cause).__name__, cause)
-        sys.exit(1)
+    except KeyboardInterrupt:
+        _final_line(f"{name} interrupted", 130)
+    except Exception as e:  # noqa: BLE001 -- the one place a job's failure becomes its last line
+        if not is_input_error(e):
+            traceback.print_exc()
+        _final_line(f"{name} failed: {describe(e)}", 1)
+
+
+def _final_line(line: str, code: int) -> None:
+    import ray  # only if the job got as far as using it
+
+    if ray.is_initialized():
+        ray.shutdown()
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def local_runtime_env() -> dict[str, Any]:
@@ -67,8 +86,14 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"log_to_driver": True}
-    if not os.environ.get("RAY_ADDRESS"):
+    local = not os.environ.get("RAY_ADDRESS")
+    if local:
         kwargs["num_cpus"] = num_cpus or max(4, os.cpu_count() or 1)
         kwargs["include_dashboard"] = False
         kwargs["runtime_env"] = local_runtime_env()
     ray.init(**kwargs)
+    if local:
+        # Components that connect on their own (Ray Train's placement-group cleaner, Ray Data) would
+        # otherwise guess the address and stop at "Found multiple active Ray instances" when another
+        # Ray runs on the machine: point them at ours.
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address

@@ -9,12 +9,8 @@ Writes <output>/{catalog,pairs,interactions,...}/part-*.parquet, <output>/reject
 
 from __future__ import annotations
 
-import sys
+from _common import init_ray, parse, run_main
 
-from _common import init_ray, parse
-
-from simcit_dist.data.rejects import RejectThresholdError
-from simcit_dist.data.schemas import SchemaError
 from simcit_dist.inputs.config import ConvertJobConfig
 from simcit_dist.inputs.converters import convert
 
@@ -24,11 +20,8 @@ CONFIG_CLASS = ConvertJobConfig
 def main() -> None:
     cfg, args = parse(__doc__ or "", ConvertJobConfig, "conf/convert_algr.yaml")
     init_ray(args.num_cpus)
-    try:
-        convert(cfg)
-    except (RejectThresholdError, SchemaError, FileNotFoundError) as e:
-        sys.exit(f"convert failed: {e}")
+    convert(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -9,12 +9,8 @@ reject fraction is <= max_reject_fraction; <run_dir>/prepare_summary.json either
 
 from __future__ import annotations
 
-import sys
+from _common import init_ray, parse, run_main
 
-from _common import init_ray, parse
-
-from simcit_dist.data.rejects import RejectThresholdError
-from simcit_dist.data.schemas import SchemaError
 from simcit_dist.inputs.config import PrepareJobConfig
 from simcit_dist.inputs.prepare import prepare_data
 
@@ -24,11 +20,8 @@ CONFIG_CLASS = PrepareJobConfig
 def main() -> None:
     cfg, args = parse(__doc__ or "", PrepareJobConfig, "conf/prepare.yaml")
     init_ray(args.num_cpus)
-    try:
-        prepare_data(cfg)
-    except (RejectThresholdError, SchemaError, FileNotFoundError) as e:
-        sys.exit(f"prepare_data failed: {e}")
+    prepare_data(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -90,9 +90,16 @@ PLACEMENT_GROUP_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.pl
 
 
 def quiet_local_ray_workers() -> None:
-    """``worker_process_setup_hook`` of a local Ray without a dashboard: silence the cleaner's
-    state-API warnings (its errors still show)."""
+    """``worker_process_setup_hook`` of a local Ray started by a job.
+
+    Silences the placement-group cleaner's state-API warnings (no dashboard; its errors still
+    show), and pins ``RAY_ADDRESS`` to this worker's own cluster: the cleaner's state-API calls
+    otherwise look for "the" local Ray and fail with "Found multiple active Ray instances" when
+    another one runs on the machine."""
+    import ray  # a Ray worker process: ray is loaded and connected already
+
     logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(logging.ERROR)
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def filter_to_rank_zero(rank: int) -> None:

@@ -34,8 +34,16 @@ class StorageConfig:
     s3_secret_access_key: str | None = None
     s3_session_token: str | None = None
     s3_anonymous: bool = False
+    # Seconds to connect and to wait for each answer; a hung endpoint then fails instead of stalling
+    # the job. None keeps the AWS SDK's defaults.
+    s3_timeout_s: float | None = None
+    s3_retries: int | None = None  # attempts per request (AWS standard retry strategy); None: SDK default
 
     def __post_init__(self) -> None:
+        if self.s3_timeout_s is not None and self.s3_timeout_s <= 0:
+            raise ValueError(f"s3_timeout_s must be > 0 (or null for the SDK default), got {self.s3_timeout_s}")
+        if self.s3_retries is not None and self.s3_retries < 1:
+            raise ValueError(f"s3_retries must be >= 1 (or null for the SDK default), got {self.s3_retries}")
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("s3_access_key_id and s3_secret_access_key must be set together")
         if self.s3_endpoint is not None and not self.s3_endpoint.startswith(("http://", "https://")):
@@ -76,6 +84,10 @@ def s3_filesystem(cfg: StorageConfig | None = None) -> pafs.S3FileSystem:
         kwargs["scheme"] = parsed.scheme
         # MinIO and moto serve buckets as paths, not virtual hosts.
         kwargs["force_virtual_addressing"] = False
+    if cfg.s3_timeout_s is not None:
+        kwargs["connect_timeout"] = kwargs["request_timeout"] = float(cfg.s3_timeout_s)
+    if cfg.s3_retries is not None:
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=cfg.s3_retries)
     if cfg.s3_anonymous:
         kwargs["anonymous"] = True
     elif cfg.s3_access_key_id:

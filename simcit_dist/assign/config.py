@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from simcit_dist.data.run_output import default_run_dir
 from simcit_dist.storage import StorageConfig
 
 
@@ -34,16 +35,20 @@ class AssignJobConfig:
     exchange_rows_per_write: int = 262_144
     hit_rate_sample: int = 5000  # items of the embedding HitRate@K sample (0 = skip)
     hit_rate_k: int = 10
+    stale_staging_hours: float = 24.0  # a dead run's staging dir of other inputs is removed after this
     export_algr: bool = False  # also write AL-GR token strings C{l1}C{l2+K}C{l3+2K}
-    run_dir: str = "runs/assign"
+    run_dir: str = ""  # report.md, metrics.json, code_usage.png; "" = derived from output (default_run_dir)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
+        self.run_dir = self.run_dir or default_run_dir("assign", self.output)
         if self.max_suffix < 0 or self.capacity < 1 or self.capacity_candidates < 1:
             raise ValueError("max_suffix must be >= 0, capacity and capacity_candidates >= 1")
         if self.num_partitions < 1 or self.encode_batch_size < 1 or self.actors < 1:
             raise ValueError("num_partitions, encode_batch_size and actors must be >= 1")
         if self.actors_max and self.actors_max < self.actors:
             raise ValueError(f"actors_max ({self.actors_max}) must be 0 or >= actors ({self.actors})")
+        if self.stale_staging_hours <= 0:
+            raise ValueError(f"stale_staging_hours must be > 0, got {self.stale_staging_hours}")
         if self.retire_versions < 0:
             raise ValueError(f"retire_versions must be >= 0, got {self.retire_versions}")

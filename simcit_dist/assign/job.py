@@ -8,16 +8,21 @@ Pipeline (every arrow is streaming or one Ray task per partition; no process hol
    Rows go to exchange B, partitioned by the code tuple (or its prefix with capacity mode),
    with the previous version's still-quarantined retired SIDs.
 3. stage B (P tasks): suffixes (and capacity moves); each task writes its partition of
-   ``sids/`` and ``retired/`` into the new version directory and returns mergeable stats.
-4. metrics, diff, manifest last, then the ``LATEST`` pointer (see ``simcit_dist.assign.publish``).
+   ``sids/`` and ``retired/`` into the staged version directory and returns mergeable stats.
+4. metrics and diff; the staged version moves to ``versions/<version>/``, then its manifest,
+   then the ``LATEST`` pointer (see ``simcit_dist.assign.publish``).
+
+Everything before step 4 is written under ``<output>/_staging/<version>-<run>/``
+(:mod:`simcit_dist.assign.staging`): a killed run leaves nothing under ``versions/``, and the
+next run removes its staging directory.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +32,7 @@ import ray
 from ray.data import ActorPoolStrategy
 
 from simcit_dist.assign import publish as pub
+from simcit_dist.assign import staging
 from simcit_dist.assign.config import AssignJobConfig
 from simcit_dist.assign.context import AssignContext, prepare_context
 from simcit_dist.assign.encode import EncodeActor
@@ -47,7 +53,7 @@ from simcit_dist.data.schemas import ITEM_ID
 from simcit_dist.data.task_gather import completed
 from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.sids.table import code_columns, version_dir
-from simcit_dist.storage import Location, delete_dir, list_files
+from simcit_dist.storage import Location, list_files
 
 log = logging.getLogger(__name__)
 
@@ -62,40 +68,46 @@ class AssignResult:
 
 def run_assignment(cfg: AssignJobConfig) -> AssignResult:
     ctx = prepare_context(cfg)
+    stale_after_s = cfg.stale_staging_hours * 3600
     done = pub.complete_manifest(ctx.root, ctx.version)
     if done is not None:  # idempotent re-run: same inputs, same version, nothing rewritten
         log.info("version %s is already published; pointing LATEST at it", ctx.version)
         if pub.latest_version(ctx.root) != ctx.version:
             pub.publish(ctx.root, done)
+        staging.clear_leftovers(ctx.root, ctx.version, stale_after_s)  # e.g. of a run killed after its manifest
         return AssignResult(ctx.version, version_dir(ctx.root, ctx.version).uri, done, True)
-    pub.clear_incomplete(ctx.root, ctx.version)
-    scratch = ctx.root.child("_tmp", f"{ctx.version}-{uuid.uuid4().hex[:8]}")
+    pub.clear_incomplete(ctx.root, ctx.version)  # a run killed while moving its version into place
+    run = staging.start_run(ctx.root, ctx.version, stale_after_s)
+    staged = run.child("version")
     start = time.time()
     try:
         timings: dict[str, float] = {}
         t = time.time()
-        _encode_into_exchange(ctx, scratch.child("a"))
+        _encode_into_exchange(ctx, run.child("a"))
         timings["encode_s"] = time.time() - t
+        staging.touch(run)
         t = time.time()
-        diff = _stage_a(ctx, scratch.child("a"), scratch.child("b"))
+        diff = _stage_a(ctx, run.child("a"), run.child("b"))
         timings["stage_a_s"] = time.time() - t
+        staging.touch(run)
         t = time.time()
-        stats = _stage_b(ctx, scratch.child("b"))
+        stats = _stage_b(ctx, run.child("b"), staged)
         timings["stage_b_s"] = time.time() - t
+        staging.touch(run)
         manifest = _manifest(ctx, diff, stats, timings, time.time() - start)
+        write_vocab(staged, ctx.levels, ctx.codebook_size, stats.max_suffix, ctx.artifact)
         vdir = version_dir(ctx.root, ctx.version)
-        write_vocab(vdir, ctx.levels, ctx.codebook_size, stats.max_suffix, ctx.artifact)
         if cfg.export_algr:
-            manifest.exports = {"algr": export_algr(vdir, ctx.levels, ctx.codebook_size).uri}
+            exported = export_algr(staged, ctx.levels, ctx.codebook_size)
+            manifest.exports = {"algr": vdir.child(posixpath.relpath(exported.path, staged.path)).uri}
+        staging.move_into_place(staged, vdir)
         pub.publish(ctx.root, manifest)
     except BaseException:
         pub.clear_incomplete(ctx.root, ctx.version)  # a killed process leaves it for the next run to clear
         raise
     finally:
-        delete_dir(scratch)
-        if not list_files(ctx.root.child("_tmp")):
-            delete_dir(ctx.root.child("_tmp"))
-    return AssignResult(ctx.version, version_dir(ctx.root, ctx.version).uri, manifest, False)
+        staging.finish_run(ctx.root, run)
+    return AssignResult(ctx.version, vdir.uri, manifest, False)
 
 
 def _encode_into_exchange(ctx: AssignContext, exchange: Location) -> None:
@@ -163,8 +175,7 @@ def _carry_retired(ctx: AssignContext, exchange_b: Location) -> None:
         write_partitions(rows, exchange_b, ctx.code_key, ctx.cfg.num_partitions, f"retired-{i:05d}")
 
 
-def _stage_b(ctx: AssignContext, exchange_b: Location) -> AssignStats:
-    out = version_dir(ctx.root, ctx.version)
+def _stage_b(ctx: AssignContext, exchange_b: Location, out: Location) -> AssignStats:
     options: dict[str, Any] = {"max_retries": 0}
     if FAIL_ENV in os.environ:  # tests: carry the fault injection to the workers
         options["runtime_env"] = {"env_vars": {FAIL_ENV: os.environ[FAIL_ENV]}}

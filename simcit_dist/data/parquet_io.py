@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simcit_dist.failures import meaning
 from simcit_dist.storage import Location, StorageConfig, is_dir, list_files, resolve
 
 if TYPE_CHECKING:
@@ -16,6 +18,25 @@ if TYPE_CHECKING:
 
 # Row groups of ~64k rows keep reads streaming-friendly without tiny pages.
 ROW_GROUP_ROWS = 65_536
+FOOTER_THREADS = 16  # footers are tiny: parallel reads hide the object store's per-request latency
+
+
+class BadFileError(ValueError):
+    """One input file is unreadable (corrupt, truncated, empty, not Parquet); the message names it."""
+
+
+@contextlib.contextmanager
+def naming(loc: Location) -> Iterator[None]:
+    """Re-raise a read error of ``loc`` as :class:`BadFileError` naming its URI (Arrow's own
+    messages often name no file at all: "Parquet magic bytes not found in footer")."""
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise FileNotFoundError(f"{loc.uri}: no such file") from e
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        what = meaning(detail) or "unreadable Parquet file"
+        raise BadFileError(f"{loc.uri}: {what} ({detail})") from e
 
 
 def write_table(table: pa.Table, loc: Location) -> None:
@@ -37,8 +58,13 @@ def parquet_files(loc: Location) -> list[Location]:
 
 def read_schema(loc: Location) -> pa.Schema:
     """Schema of the first file of a table (files of one table share it)."""
-    first = parquet_files(loc)[0]
-    return pq.read_schema(first.path, filesystem=first.fs)
+    return file_schema(parquet_files(loc)[0])
+
+
+def file_schema(loc: Location) -> pa.Schema:
+    """Schema of one Parquet file, from its footer."""
+    with naming(loc):
+        return pq.read_schema(loc.path, filesystem=loc.fs)
 
 
 def read_file(loc: Location, columns: Sequence[str] | None = None, use_threads: bool = True) -> pa.Table:
@@ -49,14 +75,35 @@ def read_file(loc: Location, columns: Sequence[str] | None = None, use_threads: 
     ``use_threads=False`` in one-CPU Ray tasks, where decoding threads only compete with the
     other tasks.
     """
-    with loc.fs.open_input_file(loc.path) as f:
+    with naming(loc), loc.fs.open_input_file(loc.path) as f:
         return pq.ParquetFile(f).read(columns=list(columns) if columns else None, use_threads=use_threads)
 
 
 def file_rows(loc: Location) -> int:
     """Row count of one Parquet file from its footer (no data read)."""
-    with loc.fs.open_input_file(loc.path) as f:
+    with naming(loc), loc.fs.open_input_file(loc.path) as f:
         return int(pq.ParquetFile(f).metadata.num_rows)
+
+
+def check_files(loc: Location) -> list[tuple[Location, int]]:
+    """Every file of a table with its row count, read from the footers in parallel: a corrupt,
+    truncated or empty file fails here in seconds, naming it, before an expensive stage starts.
+    Several bad files are reported together (how many, and the first in path order)."""
+    files = parquet_files(loc)
+
+    def footer(f: Location) -> tuple[Location, int | BaseException]:
+        try:
+            return f, file_rows(f)
+        except (BadFileError, FileNotFoundError) as e:
+            return f, e
+
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(files))) as pool:
+        results = list(pool.map(footer, files))
+    bad = [e for _, e in results if isinstance(e, BaseException)]
+    if bad:
+        more = f" ({len(bad)} of {len(files)} files are unreadable; this is the first)" if len(bad) > 1 else ""
+        raise BadFileError(f"{bad[0]}{more}") from bad[0]
+    return [(f, n) for f, n in results if isinstance(n, int)]
 
 
 def count_rows(loc: Location) -> int:
@@ -73,7 +120,7 @@ def read_table(loc: Location, columns: Sequence[str] | None = None) -> pa.Table:
 def iter_file_batches(loc: Location, columns: Sequence[str] | None = None,
                       batch_rows: int = ROW_GROUP_ROWS) -> Iterator[tuple[int, pa.RecordBatch]]:
     """Stream one file as (first row number, batch), so checks can name the row they reject."""
-    with loc.fs.open_input_file(loc.path) as f:
+    with naming(loc), loc.fs.open_input_file(loc.path) as f:
         reader = pq.ParquetFile(f)
         row = 0
         for batch in reader.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):

@@ -47,7 +47,7 @@ REASONS = (BAD_ID, ID_OVERFLOW, WRONG_DIMENSION, NON_FINITE, ZERO_VECTOR, NO_MOD
            BAD_ROW_INDEX, UNMAPPED_ROW, BAD_COORDINATE, MISSING_COLUMN)
 
 
-class RejectThresholdError(RuntimeError):
+class RejectThresholdError(ValueError):
     """More rows were rejected than ``max_reject_fraction`` allows; the message has the counts."""
 
 

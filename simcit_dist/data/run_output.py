@@ -10,6 +10,7 @@ so the failure can be inspected.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +34,14 @@ log = logging.getLogger(__name__)
 
 
 SECRET_KEYS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token")
+
+
+def default_run_dir(job: str, output: str) -> str:
+    """``runs/<job>/<output's last name>-<hash of the whole output URI>``: the run directory of a
+    job whose config names none. It follows the output, so two datasets (or two buckets with
+    the same folder names) never write their summaries into one directory."""
+    name = output.rstrip("/").rsplit("/", 1)[-1] or "output"
+    return f"runs/{job}/{name}-{hashlib.sha256(output.rstrip('/').encode()).hexdigest()[:8]}"
 
 
 def redact(config: Any) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simcit_dist.data.base62 import ALPHABET, check_alphabet
+from simcit_dist.data.run_output import default_run_dir
 from simcit_dist.inputs.synthetic import SyntheticConfig
 from simcit_dist.storage import StorageConfig
 
@@ -142,7 +143,7 @@ class ConvertJobConfig:
 
     source: Source = "algr"
     output: str = "runs/data/converted"
-    run_dir: str = "runs/convert"
+    run_dir: str = ""  # summary + failed runs' rejects; "" = derived from output (default_run_dir)
     max_reject_fraction: float = 0.01
     algr: AlgrConfig = field(default_factory=AlgrConfig)
     amazon: AmazonConfig = field(default_factory=AmazonConfig)
@@ -150,6 +151,7 @@ class ConvertJobConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
+        self.run_dir = self.run_dir or default_run_dir("convert", self.output)
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {list(SOURCES)}, got {self.source!r}")
         _check_fraction("max_reject_fraction", self.max_reject_fraction)
@@ -173,10 +175,11 @@ class PrepareJobConfig:
     max_reject_fraction: float = 0.01
     num_buckets: int = 16  # hash buckets for the duplicate / unknown-item checks (~ items / 10M)
     output: str = "runs/data/prepared"
-    run_dir: str = "runs/prepare"
+    run_dir: str = ""  # summary + failed runs' rejects; "" = derived from output (default_run_dir)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
+        self.run_dir = self.run_dir or default_run_dir("prepare", self.output)
         _check_fraction("max_reject_fraction", self.max_reject_fraction)
         if self.num_buckets < 1:
             raise ValueError(f"num_buckets must be >= 1, got {self.num_buckets}")

@@ -41,11 +41,10 @@ from itertools import chain
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from simcit_dist.config_loader import to_dict
-from simcit_dist.data.parquet_io import iter_file_batches, parquet_files, read_table
+from simcit_dist.data.parquet_io import check_files, file_schema, iter_file_batches, read_table
 from simcit_dist.data.parquet_parts import PartWriter, hash_bucket, read_partition, write_partitioned
 from simcit_dist.data.rejects import DUPLICATE_ITEM_ID, UNKNOWN_ITEM, RejectBuffer, TableSummary
 from simcit_dist.data.run_output import RunReport, run_staged, scratch_dir, write_rejects
@@ -80,15 +79,16 @@ def prepare_data(cfg: PrepareJobConfig) -> RunReport:
 
 
 def _prepare(cfg: PrepareJobConfig, staged: Location, report: RunReport) -> None:
-    catalog_files = parquet_files(resolve(cfg.catalog, cfg.storage))
+    # Every footer first, in parallel: a corrupt or empty file fails the job in seconds, by name.
+    catalog_files = [f for f, _ in check_files(resolve(cfg.catalog, cfg.storage))]
     first = catalog_files[0]
-    modalities = catalog_modalities(pq.read_schema(first.path, filesystem=first.fs), cfg.modalities, first.uri)
+    modalities = catalog_modalities(file_schema(first), cfg.modalities, first.uri)
     log.info("prepare: %d catalog file(s), modalities %s, %d bucket(s)", len(catalog_files), modalities,
              cfg.num_buckets)
     ref_files: list[tuple[str, Location]] = []
     for kind, uri in (("pairs", cfg.pairs), ("interactions", cfg.interactions)):
         if uri:
-            ref_files += [(kind, f) for f in parquet_files(resolve(uri, cfg.storage))]
+            ref_files += [(kind, f) for f, _ in check_files(resolve(uri, cfg.storage))]
     scratch = scratch_dir(staged)
     uris = [f.uri for f in catalog_files]
 
@@ -133,7 +133,7 @@ def _batches(loc: Location) -> Iterator[tuple[int, pa.RecordBatch]]:
         empty = False
         yield first, batch
     if empty:
-        yield 0, pa.RecordBatch.from_pylist([], schema=pq.read_schema(loc.path, filesystem=loc.fs))
+        yield 0, pa.RecordBatch.from_pylist([], schema=file_schema(loc))
 
 
 def _by_bucket(files: Sequence[tuple[Location, Mapping[int, int]]]) -> dict[int, Parts]:
@@ -151,7 +151,7 @@ def _by_bucket(files: Sequence[tuple[Location, Mapping[int, int]]]) -> dict[int,
 @ray.remote
 def _scan_catalog(loc: Location, index: int, modalities: dict[str, int], num_buckets: int, scratch: Location,
                   staged: Location) -> tuple[TableSummary, dict[int, int]]:
-    catalog_modalities(pq.read_schema(loc.path, filesystem=loc.fs), modalities, loc.uri)
+    catalog_modalities(file_schema(loc), modalities, loc.uri)
     rejects = RejectBuffer(loc.uri)
     summary = TableSummary(files=1)
     ids, rows = [], []
@@ -199,7 +199,7 @@ def _write_catalog(loc: Location, index: int, dup_parts: Parts, uris: list[str],
                  for i, f, r in zip(dups["item_id"].to_pylist(), dups["kept_file"].to_pylist(),
                                     dups["kept_row"].to_pylist())])
     summary = TableSummary()
-    extra = tuple(_extra_embeddings(pq.read_schema(loc.path, filesystem=loc.fs), modalities))
+    extra = tuple(_extra_embeddings(file_schema(loc), modalities))
     if extra:
         summary.notes["dropped_columns"] = ",".join(extra)
     writer: PartWriter | None = None
@@ -234,7 +234,7 @@ def _ref_columns(kind: str) -> tuple[str, ...]:
 @ray.remote
 def _scan_refs(kind: str, loc: Location, index: int, num_buckets: int, scratch: Location,
                staged: Location) -> tuple[TableSummary, dict[int, int]]:
-    check_ref_columns(pq.read_schema(loc.path, filesystem=loc.fs), kind, loc.uri)
+    check_ref_columns(file_schema(loc), kind, loc.uri)
     rejects = RejectBuffer(loc.uri)
     summary = TableSummary(files=1)
     pieces: list[dict[str, np.ndarray]] = []

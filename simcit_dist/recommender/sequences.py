@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simcit_dist.config_loader import to_dict
-from simcit_dist.data.parquet_io import read_dataset, read_schema, read_table
+from simcit_dist.data.parquet_io import check_files, read_dataset, read_schema, read_table
 from simcit_dist.data.schemas import INTERACTIONS_SCHEMA, check_columns
 from simcit_dist.recommender.catalog import SidCatalog, lookup_index
 from simcit_dist.recommender.config import DataConfig
@@ -150,6 +150,7 @@ def build_sequences(interactions: str, catalog: SidCatalog, out: Location, cfg: 
 def _write_sequences(interactions: str, catalog: SidCatalog, out: Location, cfg: DataConfig,
                      storage: StorageConfig | None) -> None:
     src = resolve(interactions, storage)
+    check_files(src)  # a bad file fails here by name, not inside the shuffle
     check_columns(read_schema(src), INTERACTIONS_SCHEMA, src.uri)
     ds = read_dataset(src, columns=["user_id", "item_id", "timestamp"])
     # Hash-partition by user, then one polars group-by per whole partition (batch_size=None keeps

@@ -14,6 +14,7 @@ from typing import Any
 from ray.train import DataConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from simcit_dist.data.parquet_io import check_files
 from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX
 from simcit_dist.storage import Location, read_json, resolve
 from simcit_dist.tokenizer_training.config import TokenizerJobConfig
@@ -33,10 +34,12 @@ FAIL_ENV = "SIMCIT_FAIL_AT_STEP"  # fault injection for tests: the first attempt
 def plan_training(cfg: TokenizerJobConfig) -> tuple[TokenizerPlan, Location, list[str]]:
     """Validate inputs and derive the run plan: (plan, training source, columns to read)."""
     catalog = resolve(cfg.data.catalog, cfg.storage)
+    check_files(catalog)  # every footer, in parallel: a bad file fails here by name, before Ray Train starts
     input_dims = resolve_modalities(catalog, cfg.data.modalities)
     source, columns, with_partner = catalog, [ITEM_ID, *input_dims], False
     if cfg.data.pairs:
         pairs = resolve(cfg.data.pairs, cfg.storage)
+        check_files(pairs)
         views = resolve(cfg.data.pair_views or _under_run(cfg, "pair_views"), cfg.storage)
         build_pair_views(catalog, pairs, list(input_dims), views, cfg.data.join_partitions,
                          cfg.data.pair_view_fraction)

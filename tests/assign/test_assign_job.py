@@ -116,7 +116,7 @@ def test_s3_failed_run_leaves_latest_and_rerun_publishes(s3_bucket, ray_local, m
     root = resolve(f"{uri}/sids", storage)
     assert latest_version(root) == first.version
     assert _sids(f"{uri}/sids", storage) == before  # the published version still reads back intact
-    assert not list_files(root.child("_tmp")), "scratch exchange files are cleaned up"
+    assert not list_files(root.child("_staging")), "staged versions and exchange files are cleaned up"
     monkeypatch.delenv(FAIL_ENV)
     second = run_assignment(cfg)
     assert latest_version(root) == second.version != first.version
@@ -139,7 +139,7 @@ def test_bad_inputs_and_failures_publish_nothing(tmp_path, ray_local, monkeypatc
         run_assignment(_cfg(str(tmp_path), catalog=str(tmp_path / "catalog2"), previous="LATEST"))
     monkeypatch.delenv(FAIL_ENV)
     assert latest_version(root) == first.version and _sids(str(tmp_path / "sids")) == before
-    assert not (tmp_path / "sids" / "_tmp").exists()
+    assert not (tmp_path / "sids" / "_staging").exists()
     time.sleep(1.0)  # a partition task still running after the failure would write its file by now
     stray = [p for p in (tmp_path / "sids" / "versions").rglob("*.parquet") if first.version not in p.parts]
     assert not stray, f"files of the failed version written after its clean-up: {stray}"

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from simcit_dist.data.parquet_io import read_table
+from simcit_dist.data.schemas import SchemaError
 from simcit_dist.storage import read_json, resolve
 from tests.jobs_registry import REPO, load_job_module
 
@@ -28,7 +29,8 @@ def test_convert_then_prepare_jobs_on_nyc(shared_data, tmp_path, ray_local, monk
     summary = read_json(resolve(f"{tmp_path}/run/prepare_summary.json"))
     assert summary["status"] == "ok" and summary["tables"]["catalog"]["missing_modality"]["emb_cf"] > 0
 
-    with pytest.raises(SystemExit, match=r"prepare_data failed: .*missing modality column 'emb_text'"):
+    # main() raises; run_main turns it into the job's last line (tests/jobs/test_job_failures.py)
+    with pytest.raises(SchemaError, match=r"missing modality column 'emb_text'"):
         _run(monkeypatch, "jobs/prepare_data.py", "--config", "conf/prepare.yaml",
              f"catalog={tmp_path}/nyc/catalog", "pairs=null", "interactions=null", f"output={tmp_path}/prepared",
              f"run_dir={tmp_path}/run", "modalities={emb_text: 384}")

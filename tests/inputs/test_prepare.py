@@ -172,6 +172,18 @@ def test_modalities_are_inferred_when_not_given(tmp_path, ray_local) -> None:
     assert read_table(resolve(f"{base}/prepared/rejects")).num_rows == 0
 
 
+def test_two_datasets_with_default_run_dirs_keep_both_summaries(tmp_path, ray_local, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # default run dirs are relative: runs/prepare/<output name>-<hash>
+    for name, n in (("beauty", 2), ("scientific", 3)):
+        table = pa.table({"item_id": pa.array(range(1, n + 1), pa.int64()),
+                          "emb": pa.array([_v(i) for i in range(1, n + 1)], embedding_type(4))})
+        write_table(table, resolve(f"{tmp_path}/{name}/catalog/a.parquet"))
+        prepare_data(PrepareJobConfig(catalog=f"{tmp_path}/{name}/catalog", output=f"{tmp_path}/{name}_prepared"))
+    summaries = sorted((tmp_path / "runs" / "prepare").glob("*/prepare_summary.json"))
+    assert [p.parent.name.rsplit("-", 1)[0] for p in summaries] == ["beauty_prepared", "scientific_prepared"]
+    assert [read_json(resolve(str(p)))["tables"]["catalog"]["output_rows"] for p in summaries] == [2, 3]
+
+
 @pytest.mark.s3
 def test_prepare_on_s3(s3_bucket, ray_local) -> None:
     base, storage = s3_bucket
