@@ -92,6 +92,11 @@ class RecommenderTrainConfig(TrainSection):
     seed: int = 0
     max_steps_per_epoch: int | None = None  # cap for smoke tests
     log_every: int = 50
+    # The test split is evaluated on the checkpoint of the best validation epoch (eval.epoch_metric_k,
+    # on eval.max_epoch_examples users). patience > 0 also stops training after that many epochs
+    # without an improvement of more than min_delta.
+    patience: int = 0
+    min_delta: float = 0.0
     # DeepSpeed JSON config (as YAML). Missing micro batch / accumulation are filled from above.
     deepspeed: dict[str, Any] = field(default_factory=lambda: {
         "zero_optimization": {"stage": 2},
@@ -101,6 +106,8 @@ class RecommenderTrainConfig(TrainSection):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.patience < 0 or self.min_delta < 0:
+            raise ValueError(f"train.patience and train.min_delta must be >= 0, got {self.patience}, {self.min_delta}")
         stage = self.zero_stage
         if stage not in (0, 1, 2, 3):
             raise ValueError(f"train.deepspeed.zero_optimization.stage must be one of [0, 1, 2, 3], got {stage!r}")

@@ -55,10 +55,13 @@ def train_and_evaluate(interactions: str, sid_root: str, cfg: RecommenderConfig,
     log.info("sequences: %s", stats)
     fitted = fit(WorkerJob(cfg, sequences.uri, sid_root, version, storage), run)
     model = out.child("model")
-    copy_tree(model_dir(fitted.checkpoint), model)
+    copy_tree(model_dir(fitted.best), model)  # the best validation epoch, not the last one
     final = evaluate_model(model.uri, sequences, sid_root, cfg.eval, storage, SPLITS, cfg.data, version)
     report = {"sid_root": sid_root, "sid_version": version, "interactions": interactions, "run": to_dict(run),
-              "checkpoint": fitted.checkpoint.uri, "data": asdict(stats), "history": fitted.state.history,
+              "checkpoint": fitted.best.uri, "latest_checkpoint": fitted.checkpoint.uri,
+              "selected_epoch": fitted.state.best_epoch or fitted.state.epoch,
+              "stopped_early": fitted.state.epoch < cfg.train.epochs, "data": asdict(stats),
+              "history": fitted.state.history,
               **final, "config": to_dict(cfg)}
     write_json(out.child(METRICS_FILE), report)
     write_run_report(report, out, cfg.eval.ks, cfg.eval.epoch_metric_k)

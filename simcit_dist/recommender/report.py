@@ -46,14 +46,19 @@ def write_run_report(report: Mapping[str, Any], out: Location, ks: Sequence[int]
     parts.append(markdown.table(metric_rows({s: report[s] for s in ("valid", "test") if s in report}, ks)))
     if history:
         epochs = [h["epoch"] for h in history]
+        chosen = report.get("selected_epoch")
+        mark = (float(chosen), f"selected: epoch {chosen}") if chosen else None
         with tempfile.TemporaryDirectory() as tmp:
             plots.series(epochs, {"train": [h["train_loss"] for h in history]}, os.path.join(tmp, LOSS_PNG),
-                         "Training loss", "epoch", "mean CE per SID position")
+                         "Training loss", "epoch", "mean CE per SID position", mark=mark)
             plots.series(epochs, {"valid": [h[f"valid/recall@{k}"] for h in history]},
-                         os.path.join(tmp, RECALL_PNG), f"Validation Recall@{k}", "epoch", f"Recall@{k}")
+                         os.path.join(tmp, RECALL_PNG), f"Validation Recall@{k}", "epoch", f"Recall@{k}", mark=mark)
             for name in (LOSS_PNG, RECALL_PNG):
                 write_bytes(out.child(name), read_bytes(resolve(os.path.join(tmp, name))))
-        parts.append("\n## Training\n\n" + markdown.image(LOSS_PNG, "training loss per epoch")
+        stop = " (stopped early: no validation gain within train.patience)" if report.get("stopped_early") else ""
+        parts.append(f"\n## Training\n\nSelected epoch **{chosen}** of {len(history)}{stop}: the best validation "
+                     f"Recall@{k}; the test metrics above are of its checkpoint.\n\n"
+                     + markdown.image(LOSS_PNG, "training loss per epoch")
                      + markdown.image(RECALL_PNG, f"validation Recall@{k} per epoch"))
         parts.append(markdown.table([{"epoch": h["epoch"], "step": h["global_step"], "loss": h["train_loss"],
                                       f"valid Recall@{k}": h[f"valid/recall@{k}"], "seconds": h["seconds"]}

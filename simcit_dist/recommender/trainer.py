@@ -1,7 +1,10 @@
 """Ray Train ``TorchTrainer`` + DeepSpeed training of the recommender, with resumable checkpoints.
 
 Each epoch: DeepSpeed steps over this rank's shard, validation Recall@K on a fixed subset of
-the validation targets (scored by every rank, sums all-reduced), then a checkpoint. Checkpoint
+the validation targets (scored by every rank, sums all-reduced), then a checkpoint reported with
+that score. Ray keeps the best-scoring checkpoints and always the latest; the run's best epoch
+(``TrainState.best_epoch``) is the one evaluation loads, and ``train.patience`` stops the run
+early (:mod:`simcit_dist.train.early_stopping`). Checkpoint
 layout (each rank saves into its own temp dir, Ray merges the uploads into one directory)::
 
     deepspeed/<tag>/...   DeepSpeed save_checkpoint (model, optimizer shards, LR schedule)
@@ -38,6 +41,7 @@ from simcit_dist.recommender.metrics import finalize
 from simcit_dist.recommender.sequences import count_examples
 from simcit_dist.storage import Location, StorageConfig, read_json, resolve
 from simcit_dist.train.config import RunSection
+from simcit_dist.train.early_stopping import EarlyStopping
 from simcit_dist.train.run import ray_run_config
 from simcit_dist.train.state import TrainState, state_from_json, state_to_json
 from simcit_dist.train.worker import start_worker
@@ -46,6 +50,10 @@ log = logging.getLogger(__name__)
 
 DEEPSPEED_DIR = "deepspeed"
 STATE_FILE = "state.json"
+SCORE = "valid_score"  # the reported metric Ray's CheckpointConfig ranks checkpoints by
+# Tests only: comma-separated selection scores per epoch, standing in for validation Recall (which
+# a tiny model does not make peak on cue), to check selection and early stopping end to end.
+SCORES_ENV = "SIMCIT_VALID_SCORES"
 
 
 @dataclass
@@ -70,6 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     job: WorkerJob = config["job"]
+    scripted: list[float] | None = config.get("scores")
     cfg = job.cfg
     rank, world = start_worker(cfg.train)
     catalog = load_catalog(job.sid_root, job.storage, job.sid_version)
@@ -83,19 +92,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if rank == 0:
         log.info("training %d steps/epoch, global batch %d = %d per worker x %d workers, epochs %d..%d", steps,
                  cfg.train.batch_size, cfg.train.per_worker_batch, world, state.epoch + 1, cfg.train.epochs)
+    stopper = EarlyStopping(cfg.train.patience, cfg.train.min_delta)
     for epoch in range(state.epoch, cfg.train.epochs):
+        if stopper.should_stop(state):  # a resumed run that had already stopped early
+            break
         start = time.time()
         train_loss = train_epoch(engine, seqs, catalog, cfg, epoch, rank, steps, state)
         valid = validate(rec, seqs, cfg, world)
+        score = valid[f"recall@{cfg.eval.epoch_metric_k}"] if scripted is None else scripted[epoch]
+        stopper.update(state, epoch + 1, score)  # every rank sees the same all-reduced score
         metrics = {"epoch": epoch + 1, "global_step": state.step, "train_loss": train_loss,
-                   **{f"valid/{k}": v for k, v in valid.items()}, "seconds": time.time() - start}
+                   **{f"valid/{k}": v for k, v in valid.items()}, "seconds": time.time() - start,
+                   SCORE: score if score == score else -1.0, "best_epoch": state.best_epoch}
         state.epoch = epoch + 1
         state.history.append(metrics)
         if rank == 0:
-            log.info("epoch %d/%d: loss %.4f, valid recall@%d %.4f (%d examples), %.1fs", epoch + 1,
-                     cfg.train.epochs, train_loss, cfg.eval.epoch_metric_k,
-                     valid[f"recall@{cfg.eval.epoch_metric_k}"], valid["count"], metrics["seconds"])
+            log.info("epoch %d/%d: loss %.4f, valid recall@%d %.4f (%d examples; best: epoch %d), %.1fs",
+                     epoch + 1, cfg.train.epochs, train_loss, cfg.eval.epoch_metric_k, score, valid["count"],
+                     state.best_epoch, metrics["seconds"])
         save_and_report(engine, state, meta, metrics, rank)
+        if stopper.should_stop(state) and rank == 0:
+            log.info("early stop after epoch %d: no validation gain > %g for %d epochs (best: epoch %d)",
+                     epoch + 1, cfg.train.min_delta, cfg.train.patience, state.best_epoch)
 
 
 def steps_per_epoch(seqs: UserSequences, cfg: RecommenderConfig) -> int:
@@ -192,19 +210,23 @@ def restore(engine: Any, checkpoint: Any, sid_version: str) -> TrainState:
 @dataclass
 class FitResult:
     checkpoint: Location  # the latest checkpoint directory
-    state: TrainState
+    best: Location  # the checkpoint of the best validation epoch (the latest when none scored)
+    state: TrainState  # the latest loop state: history, best_epoch, epochs_since_best
 
 
 def fit(job: WorkerJob, run: RunSection) -> FitResult:
     """Run (or resume) training on Ray; returns the latest checkpoint and its loop state."""
-    from ray.train import ScalingConfig
+    from ray.train import CheckpointConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     training = job.cfg.train
-    run_config, root = ray_run_config(run, job.storage)
+    keep = CheckpointConfig(num_to_keep=run.num_to_keep, checkpoint_score_attribute=SCORE,
+                            checkpoint_score_order="max")  # the best ones, plus always the latest
+    run_config, root = ray_run_config(run, job.storage, keep)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": job},
+        train_loop_config={"job": job, "scores": [float(s) for s in os.environ[SCORES_ENV].split(",")]
+                           if SCORES_ENV in os.environ else None},
         scaling_config=ScalingConfig(num_workers=training.num_workers, use_gpu=training.use_gpu,
                                      resources_per_worker={"CPU": training.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if training.use_gpu else "gloo"),
@@ -213,8 +235,15 @@ def fit(job: WorkerJob, run: RunSection) -> FitResult:
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"run {run.name!r} finished without a checkpoint")
-    ckpt = result.checkpoint
+    latest = _location(result.checkpoint, root)
+    state = state_from_json(read_json(latest.child(STATE_FILE)))
+    best = next((ckpt for ckpt, m in result.best_checkpoints or [] if m.get("epoch") == state.best_epoch), None)
+    if best is None and state.best_epoch:
+        raise RuntimeError(f"run {run.name!r}: the checkpoint of the best epoch ({state.best_epoch}) is gone; "
+                           "run.num_to_keep must be >= 1")
+    return FitResult(latest, _location(best, root) if best is not None else latest, state)
+
+
+def _location(ckpt: Any, root: Location) -> Location:
     uri = f"s3://{ckpt.path}" if root.is_s3 else ckpt.path
-    loc = Location(root.fs if root.is_s3 else ckpt.filesystem, ckpt.path, uri)
-    raw = read_json(loc.child(STATE_FILE))
-    return FitResult(loc, state_from_json(raw))
+    return Location(root.fs if root.is_s3 else ckpt.filesystem, ckpt.path, uri)

@@ -80,11 +80,14 @@ def latent_projection(xy: Sequence[Sequence[float]], labels: Sequence[int], path
 
 
 def series(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: str, title: str, xlabel: str,
-           ylabel: str = "", logy: bool = False) -> str:
-    """A generic line plot (recommender curves, benchmark scaling)."""
+           ylabel: str = "", logy: bool = False, mark: tuple[float, str] | None = None) -> str:
+    """A generic line plot (recommender curves, benchmark scaling); ``mark`` = (x, label) draws a
+    labelled vertical line (e.g. the selected epoch)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, y in ys.items():
         ax.plot(x, y, marker="o", label=name)
+    if mark is not None:
+        ax.axvline(mark[0], color="grey", linestyle="--", label=mark[1])
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, yscale="log" if logy else "linear")
     ax.legend(fontsize=8)
     return _save(fig, path)

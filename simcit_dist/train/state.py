@@ -28,6 +28,11 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)  # the step of every restore, in order
     baseline: dict[str, float] = field(default_factory=dict)  # metrics of the untrained model (step 0)
+    # Best-epoch selection (train/early_stopping.py): the best validation score so far, its epoch
+    # (1-based; 0 = none yet) and the epochs since, saved with every checkpoint so a resume keeps them.
+    best_score: float | None = None
+    best_epoch: int = 0
+    epochs_since_best: int = 0
 
 
 def state_to_json(state: TrainState) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from simcit_dist.recommender.trainer import SCORES_ENV
 from simcit_dist.storage import exists, read_bytes, read_json, resolve
 from tests.jobs_registry import REPO, load_job_module
 from tests.recommender.helpers import small_synthetic, write_synthetic
@@ -56,3 +57,24 @@ def test_train_then_evaluate_jobs_on_s3(s3_bucket, ray_local, monkeypatch) -> No
     again = read_json(resolve(f"{out}/eval/metrics.json", storage))
     assert again["sid_version"] == report["sid_version"] == "v1"
     assert again["test"] == pytest.approx(test, abs=1e-9)
+
+
+def test_best_epoch_is_evaluated_and_patience_stops_the_run(tmp_path, ray_local, monkeypatch) -> None:
+    """The selection score peaks at epoch 2 (scripted: a tiny model's Recall does not peak on cue);
+    patience 1 stops after epoch 3 of 5, and the test split is evaluated on epoch 2's checkpoint:
+    its validation Recall on all users equals what epoch 2 scored during training."""
+    monkeypatch.chdir(REPO)
+    interactions, sid_root = write_synthetic(resolve(str(tmp_path / "data")), small_synthetic(num_users=300))
+    monkeypatch.setenv(SCORES_ENV, "0.1,0.5,0.2,0.9,0.9")
+    out = str(tmp_path / "rec")
+    _run(monkeypatch, "jobs/train_recommender.py", "--config", "conf/recommender.yaml", f"interactions={interactions}",
+         f"sid_root={sid_root}", f"output={out}", f"run.storage_path={tmp_path}/ray", "run.name=best", *SMALL,
+         "train.epochs=5", "train.patience=1", "eval.max_epoch_examples=null")
+    report = read_json(resolve(f"{out}/metrics.json"))
+    history = report["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and [h["best_epoch"] for h in history] == [1, 2, 2]
+    assert report["selected_epoch"] == 2 and report["stopped_early"] is True
+    assert report["checkpoint"] != report["latest_checkpoint"]
+    assert report["valid"]["recall@10"] == pytest.approx(history[1]["valid/recall@10"], abs=1e-12)
+    assert report["valid"]["recall@10"] != pytest.approx(history[2]["valid/recall@10"], abs=1e-12)
+    assert "Selected epoch **2** of 3 (stopped early" in read_bytes(resolve(f"{out}/report.md")).decode()
