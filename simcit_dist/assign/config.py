@@ -20,10 +20,12 @@ class AssignJobConfig:
     tokenizer: str = "runs/ray/tokenizer-demo/tokenizer"  # artifact location
     output: str = "runs/sids"  # SID root
     previous: str | None = None  # a published version name, or "LATEST": nightly mode
-    collision: Literal["suffix", "capacity"] = "suffix"
+    # suffix: TIGER-style suffix tokens; capacity: FORGE cap per code, overflow to the nearest code with
+    # room; reassign: zero-collision, colliding items to free last-level codes by min-cost assignment
+    collision: Literal["suffix", "capacity", "reassign"] = "suffix"
     max_suffix: int = 255  # suffix values 0..max_suffix; more items on one code tuple is an error
     capacity: int = 1  # collision=capacity: items per full code before reassignment (FORGE)
-    capacity_candidates: int = 8  # nearest last-level codes tried for an overflow item
+    capacity_candidates: int = 8  # nearest last-level codes a moved item may take (capacity and reassign)
     retire_versions: int = 7  # a retired SID is not re-used for this many versions
     num_partitions: int = 64  # hash partitions of the exchange (memory per task ~ catalog / P)
     encode_batch_size: int = 4096

@@ -41,7 +41,8 @@ class AssignContext:
     @property
     def code_key(self) -> list[str]:
         cols = code_columns(self.levels)
-        return cols[:-1] if self.cfg.collision == "capacity" and self.levels > 1 else cols
+        # capacity/reassign move items between last-level codes of one prefix: partition by the prefix
+        return cols[:-1] if self.cfg.collision in ("capacity", "reassign") and self.levels > 1 else cols
 
 
 def prepare_context(cfg: AssignJobConfig) -> AssignContext:

@@ -112,7 +112,7 @@ def run_assignment(cfg: AssignJobConfig) -> AssignResult:
 
 def _encode_into_exchange(ctx: AssignContext, exchange: Location) -> None:
     cfg = ctx.cfg
-    candidates = cfg.capacity_candidates if cfg.collision == "capacity" else 0
+    candidates = cfg.capacity_candidates if cfg.collision in ("capacity", "reassign") else 0
     pool = ActorPoolStrategy(min_size=cfg.actors, max_size=max(cfg.actors, cfg.actors_max))
     encoded = read_dataset(ctx.catalog, columns=[ITEM_ID, *ctx.modalities]).map_batches(
         EncodeActor, batch_size=cfg.encode_batch_size, batch_format="pyarrow", compute=pool,
@@ -168,7 +168,7 @@ def _carry_retired(ctx: AssignContext, exchange_b: Location) -> None:
                 "suffix": table.column("suffix").to_numpy().astype(np.int64),
                 "retired_at": table.column("retired_at").to_numpy().astype(np.int64),
                 "prev_codes": codes, "prev_suffix": table.column("suffix").to_numpy().astype(np.int64)}
-        if ctx.cfg.collision == "capacity":
+        if ctx.cfg.collision in ("capacity", "reassign"):
             k = ctx.cfg.capacity_candidates
             cols["cand"], cols["cand_dist"] = np.full((n, k), -1, np.int32), np.full((n, k), np.inf, np.float32)
         rows = stage_b_rows(cols, n, ctx.levels)
@@ -180,7 +180,7 @@ def _stage_b(ctx: AssignContext, exchange_b: Location, out: Location) -> AssignS
     if FAIL_ENV in os.environ:  # tests: carry the fault injection to the workers
         options["runtime_env"] = {"env_vars": {FAIL_ENV: os.environ[FAIL_ENV]}}
     settings = SuffixSettings(ctx.cfg.max_suffix, ctx.cfg.capacity if ctx.cfg.collision == "capacity" else 0,
-                              ctx.cfg.retire_versions)
+                              ctx.cfg.retire_versions, ctx.cfg.collision == "reassign")
     submissions = (stage_b_task.options(**options).remote(exchange_b, out, p, settings, ctx.levels,
                                                           ctx.codebook_size, ctx.seq)
                    for p in range(ctx.cfg.num_partitions))
@@ -212,7 +212,8 @@ def _manifest(ctx: AssignContext, diff: ClassifyStats, stats: AssignStats, timin
         catalog=ctx.catalog.uri, previous=ctx.previous, same_tokenizer=ctx.same_tokenizer,
         settings={k: v for k, v in to_dict(ctx.cfg).items() if k not in ("storage", "run_dir")},
         counts={"items": stats.live_items, "retired_sids": stats.retired_sids,
-                "reassigned_by_capacity": stats.reassigned_by_capacity},
+                "reassigned_by_capacity": stats.reassigned_by_capacity,
+                "reassigned_to_free_code": stats.reassigned_to_free_code},
         metrics=catalog_metrics(stats, ctx),
         code_counts=stats.usage.counts.tolist() if stats.usage is not None else [],
         diff={"added": diff.added, "removed": diff.removed, "changed": diff.changed,

@@ -9,7 +9,9 @@ Stage B, partitioned by the code tuple (:func:`assign_partition`): every pending
 smallest suffixes not taken by a kept or quarantined-retired SID of its code tuple, in a stable
 order (distance to the quantised point, then item_id). Optional FORGE-style capacity: items beyond
 ``capacity`` per full code first move to the nearest last-level code of the same prefix that has
-room (candidates come from the encoder), and only then fall back to suffixes.
+room (candidates come from the encoder), and only then fall back to suffixes. Optional
+zero-collision reassignment (:mod:`simcit_dist.assign.reassign`): colliding items move to free
+last-level codes of their prefix by a minimum-cost assignment, and only then fall back to suffixes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from simcit_dist.assign.reassign import prefix_groups, reassign_prefix
 from simcit_dist.sids.metrics import LevelUsage, SIDGroupStats
 from simcit_dist.sids.table import code_columns, sid_strings
 
@@ -217,6 +220,7 @@ class AssignStats:
     max_suffix: int = -1
     groups: SIDGroupStats = field(default_factory=SIDGroupStats.empty)  # items per code tuple (pre-suffix)
     usage: LevelUsage | None = None  # per-level code counts of live items
+    reassigned_to_free_code: int = 0  # collision=reassign: items moved to a free last-level code
 
     def merge(self, other: AssignStats) -> AssignStats:
         usage = other.usage if self.usage is None else self.usage if other.usage is None else \
@@ -224,7 +228,8 @@ class AssignStats:
         return AssignStats(self.live_items + other.live_items, self.retired_sids + other.retired_sids,
                            self.reassigned_by_capacity + other.reassigned_by_capacity,
                            self.sid_changed + other.sid_changed, max(self.max_suffix, other.max_suffix),
-                           self.groups.merge(other.groups), usage)
+                           self.groups.merge(other.groups), usage,
+                           self.reassigned_to_free_code + other.reassigned_to_free_code)
 
 
 def _group_starts(codes: np.ndarray) -> np.ndarray:
@@ -236,11 +241,12 @@ def _group_starts(codes: np.ndarray) -> np.ndarray:
 
 
 def assign_partition(rows: pa.Table, levels: int, max_suffix: int, capacity: int = 0,
-                     retire_versions: int = 0, version_seq: int = 0, codebook_size: int | None = None
-                     ) -> tuple[pa.Table, pa.Table, AssignStats]:
+                     retire_versions: int = 0, version_seq: int = 0, codebook_size: int | None = None,
+                     zero_collision: bool = False) -> tuple[pa.Table, pa.Table, AssignStats]:
     """Stage B: (live SID rows sorted by item_id, retired SID rows, stats) for one code partition.
 
-    ``capacity`` > 0 enables the FORGE reassignment (needs ``cand``/``cand_dist`` columns).
+    ``capacity`` > 0 enables the FORGE reassignment, ``zero_collision`` the minimum-cost one to
+    free codes (both need ``cand``/``cand_dist`` columns and a partition by code prefix).
     Retired rows older than ``retire_versions`` versions are dropped (their SIDs become free).
     """
     status = _col(rows, "status")
@@ -254,6 +260,8 @@ def assign_partition(rows: pa.Table, levels: int, max_suffix: int, capacity: int
     stats = AssignStats(live_items=live.num_rows, retired_sids=retired.num_rows)
     if capacity > 0 and "cand" in live.column_names:
         codes, stats.reassigned_by_capacity = _capacity_reassign(live, codes, status_l, retired, levels, capacity)
+    elif zero_collision and "cand" in live.column_names:
+        codes, stats.reassigned_to_free_code = _zero_collision(live, codes, status_l, retired, levels)
     reserved = _reserved_by_code(codes[status_l == KEEP], suffix[status_l == KEEP], _codes(retired, "", levels),
                                  _col(retired, "suffix").astype(np.int64))
     pending = np.flatnonzero(status_l == PENDING)
@@ -356,6 +364,36 @@ def _capacity_reassign(live: pa.Table, codes: np.ndarray, status: np.ndarray, re
                 moved += 1
                 break
     return codes, moved
+
+
+def _zero_collision(live: pa.Table, codes: np.ndarray, status: np.ndarray, retired: pa.Table,
+                    levels: int) -> tuple[np.ndarray, int]:
+    """Run :func:`reassign_prefix` on every prefix that has a conflict (two live items on one full
+    code, or a live item on a quarantined retired SID's code); other prefixes are left as they are."""
+    k = live.schema.field("cand").type.list_size
+    cand = live.column("cand").combine_chunks().flatten().to_numpy().reshape(-1, k).astype(np.int64)
+    cand_dist = live.column("cand_dist").combine_chunks().flatten().to_numpy().reshape(-1, k)
+    ret_codes = _codes(retired, "", levels)
+    both = np.concatenate([codes, ret_codes])
+    if not len(codes):
+        return codes, 0
+    _, inverse, counts = np.unique(both, axis=0, return_inverse=True, return_counts=True)
+    conflict = counts[inverse.reshape(-1)][: len(codes)] > 1
+    if not conflict.any():
+        return codes, 0
+    hot = {tuple(p) for p in codes[conflict, :-1].tolist()}
+    occupied: dict[tuple[int, ...], list[int]] = {}
+    for row in ret_codes.tolist():
+        occupied.setdefault(tuple(row[:-1]), []).append(row[-1])
+    ids, dist = _col(live, "item_id"), _col(live, "dist")
+    out = codes.copy()
+    for group in prefix_groups(codes):
+        key = tuple(int(x) for x in codes[group[0], :-1])
+        if key not in hot:
+            continue
+        out[group, -1] = reassign_prefix(codes[group, -1], status[group] == PENDING, ids[group], dist[group],
+                                         cand[group], cand_dist[group], np.asarray(occupied.get(key, []), np.int64))
+    return out, int((out[:, -1] != codes[:, -1]).sum())
 
 
 def _live_table(live: pa.Table, codes: np.ndarray, suffix: np.ndarray, levels: int) -> pa.Table:

@@ -28,6 +28,7 @@ class SuffixSettings:
     max_suffix: int
     capacity: int
     retire_versions: int
+    zero_collision: bool = False  # collision=reassign
 
 
 @ray.remote
@@ -54,7 +55,7 @@ def stage_b_task(exchange_b: Location, out: Location, partition: int, settings: 
     if rows is None:
         return AssignStats()
     live, retired, stats = assign_partition(rows, levels, settings.max_suffix, settings.capacity,
-                                            settings.retire_versions, seq, codebook_size)
+                                            settings.retire_versions, seq, codebook_size, settings.zero_collision)
     name = f"part-{partition:05d}.parquet"
     if live.num_rows:
         write_table(live, out.child("sids", name))
