@@ -68,7 +68,9 @@ class TokenizerTrainConfig(TrainSection):
     batch_size: int = 8192
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    max_steps: int = 0  # 0 = epochs x (rows // batch_size)
+    # > 0: train exactly this many steps, as many epochs as that takes (train.epochs is then ignored,
+    # as in Hugging Face's Trainer); 0: train.epochs x (rows // batch_size) steps
+    max_steps: int = 0
     min_lr_ratio: float = 0.1
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     grad_clip: float = 1.0  # max global grad norm; 0 = off

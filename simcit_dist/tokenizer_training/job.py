@@ -54,9 +54,13 @@ def plan_training(cfg: TokenizerJobConfig) -> tuple[TokenizerPlan, Location, lis
             f"{source.uri}: lower it or add data"
         )
     total = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
-    total = min(total, steps_per_epoch * cfg.train.epochs)
+    epochs = -(-total // steps_per_epoch)  # the budget is honoured: as many epochs as the steps take
+    if cfg.train.max_steps and epochs != cfg.train.epochs:
+        log.warning("train.max_steps=%d overrides train.epochs=%d: %d epochs of %d steps (%d training rows, "
+                    "global batch %d)", total, cfg.train.epochs, epochs, steps_per_epoch, train_rows,
+                    cfg.train.batch_size)
     plan = TokenizerPlan(cfg, input_dims, with_partner, total, steps_per_epoch, train_rows,
-                         cfg.run.artifact_uri())
+                         cfg.run.artifact_uri(), epochs)
     return plan, source, columns
 
 
@@ -99,6 +103,7 @@ def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
     )
     result = trainer.fit()
     outputs = read_json(resolve(plan.artifact_uri, cfg.storage).child(HISTORY_FILE))
-    return TokenizerRunResult(plan.artifact_uri, int(outputs["final"].get("step", 0)), outputs["final"],
-                              outputs["history"], result.checkpoint.path if result.checkpoint else None,
-                              outputs.get("plots", {}))
+    steps = int(outputs["final"].get("step", 0))
+    return TokenizerRunResult(plan.artifact_uri, steps, outputs["final"], outputs["history"],
+                              result.checkpoint.path if result.checkpoint else None, outputs.get("plots", {}),
+                              epochs=steps / plan.steps_per_epoch)

@@ -22,6 +22,7 @@ class TokenizerPlan:
     steps_per_epoch: int
     train_rows: int
     artifact_uri: str
+    epochs: int = 1  # passes over the training rows that total_steps takes (the last may be partial)
 
     def __post_init__(self) -> None:
         # Made absolute here, in the driver: a worker would resolve a relative local path against its
@@ -43,3 +44,4 @@ class TokenizerRunResult:
     history: list[dict[str, float]]
     checkpoint_path: str | None
     plots: dict[str, Any]
+    epochs: float = 0.0  # passes over the training rows actually made (steps / steps per epoch)

@@ -12,11 +12,12 @@ from simcit_dist.tokenizer_training.plan import TokenizerRunResult
 def write_tokenizer_report(result: TokenizerRunResult, run_dir: str, title: str = "Tokenizer training") -> str:
     """Write the report files; returns the markdown (also saved as ``report.md``)."""
     os.makedirs(run_dir, exist_ok=True)
-    metrics = {"artifact": result.artifact_uri, "steps": result.steps, "final": result.final_metrics,
-               "history": result.history}
+    metrics = {"artifact": result.artifact_uri, "steps": result.steps, "epochs": result.epochs,
+               "final": result.final_metrics, "history": result.history}
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
-    parts = [f"# {title}\n", f"Artifact: `{result.artifact_uri}` after {result.steps} steps.\n"]
+    trained = f"{result.steps} steps ({result.epochs:.2f} epochs)" if result.epochs else f"{result.steps} steps"
+    parts = [f"# {title}\n", f"Artifact: `{result.artifact_uri}` after {trained}.\n"]
     if result.history:
         plots.training_curves(result.history, os.path.join(run_dir, "training_curves.png"), title)
         parts.append(markdown.image("training_curves.png", "loss, perplexity and temperature over steps"))

@@ -94,7 +94,7 @@ def _batches(shard: Any, plan: TokenizerPlan, state: TrainState,
              collate: TokenizerCollate) -> Iterator[tuple[int, int, dict[str, Tensor]]]:
     """(epoch, batch index in epoch, batch) from the saved data position onwards."""
     cfg = plan.cfg
-    for epoch in range(state.epoch, cfg.train.epochs):
+    for epoch in range(state.epoch, plan.epochs):
         it = shard.iter_torch_batches(
             batch_size=plan.local_batch, drop_last=True, collate_fn=collate,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,

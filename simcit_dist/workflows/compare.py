@@ -35,10 +35,11 @@ from simcit_dist.workflows.seed_summary import STD, aggregate_seeds, per_seed_ta
 log = logging.getLogger(__name__)
 METRIC_KS = (5, 10, 20)
 COLUMNS = ["tokenizer", "kind", *[f"{m}@{k}" for m in ("Recall", "NDCG") for k in METRIC_KS], "collision",
-           "Gini", "perplexity (mean/level)", "max suffix", "test users"]
+           "Gini", "perplexity (mean/level)", "max suffix", "tokenizer steps", "tokenizer epochs", "test users"]
 
 
-def _tokenizer_sids(cfg: CompareJobConfig, name: str, out: str, pair_views: str) -> SidManifest:
+def _tokenizer_sids(cfg: CompareJobConfig, name: str, out: str, pair_views: str
+                    ) -> tuple[SidManifest, dict[str, float]]:
     tok = cfg.tokenizers[name]
     data = dataclasses.replace(cfg.data, catalog=cfg.catalog, pairs=cfg.pairs if tok.kind == "simcit" else None,
                                pair_views=pair_views)
@@ -49,16 +50,17 @@ def _tokenizer_sids(cfg: CompareJobConfig, name: str, out: str, pair_views: str)
     write_tokenizer_report(result, job.run.run_dir, f"Tokenizer {name} ({tok.kind})")
     assign = dataclasses.replace(cfg.assign, catalog=cfg.catalog, tokenizer=result.artifact_uri, output=f"{out}/sids",
                                  previous=None, run_dir=f"{out}/assign", storage=cfg.storage)
-    return run_assignment(assign).manifest
+    trained = {"tokenizer steps": result.steps, "tokenizer epochs": round(result.epochs, 2)}
+    return run_assignment(assign).manifest, trained
 
 
 def _entry(cfg: CompareJobConfig, name: str, pair_views: str) -> dict[str, Any]:
     out = f"{cfg.output}/{name}"
     if name in cfg.external:
         manifest = import_letter_index(cfg.external[name], f"{out}/sids", cfg.storage, cfg.assign.max_suffix)
-        kind = "external"
+        kind, trained = "external", dict[str, float]()
     else:
-        manifest = _tokenizer_sids(cfg, name, out, pair_views)
+        manifest, trained = _tokenizer_sids(cfg, name, out, pair_views)
         kind = cfg.tokenizers[name].kind
     rc = cfg.recommender
     # One recommender run per SID version: a re-run on the same SIDs resumes it, new SIDs (a retrained
@@ -70,7 +72,7 @@ def _entry(cfg: CompareJobConfig, name: str, pair_views: str) -> dict[str, Any]:
     if report is None:
         report = train_and_evaluate(cfg.interactions, f"{out}/sids", recommender, f"{out}/recommender", run,
                                     cfg.storage)
-    return _row(name, kind, manifest, report)
+    return _row(name, kind, manifest, report, trained)
 
 
 def _finished(output: str, sid_version: str, recommender: RecommenderConfig,
@@ -88,7 +90,9 @@ def _finished(output: str, sid_version: str, recommender: RecommenderConfig,
     return report
 
 
-def _row(name: str, kind: str, manifest: SidManifest, report: dict[str, Any]) -> dict[str, Any]:
+def _row(name: str, kind: str, manifest: SidManifest, report: dict[str, Any],
+         trained: dict[str, float]) -> dict[str, Any]:
+    """One table row; ``trained``: the steps and epochs the tokenizer actually trained (none: external)."""
     test = report["test"]
     m = manifest.metrics
     ppl = [v for k, v in m.items() if k.startswith("perplexity_l")]
@@ -98,7 +102,8 @@ def _row(name: str, kind: str, manifest: SidManifest, report: dict[str, Any]) ->
         row[f"NDCG@{k}"] = test.get(f"ndcg@{k}", float("nan"))
     row.update({"collision": m.get("collision_rate", float("nan")), "Gini": m.get("gini", float("nan")),
                 "perplexity (mean/level)": float(np.mean(ppl)) if ppl else float("nan"),
-                "max suffix": manifest.max_suffix, "test users": test.get("count")})
+                "max suffix": manifest.max_suffix, "tokenizer steps": trained.get("tokenizer steps", float("nan")),
+                "tokenizer epochs": trained.get("tokenizer epochs", float("nan")), "test users": test.get("count")})
     row["_popular"] = {f"Recall@{k}": test.get(f"popular/recall@{k}") for k in METRIC_KS} | {
         f"NDCG@{k}": test.get(f"popular/ndcg@{k}") for k in METRIC_KS}
     return row

@@ -23,7 +23,7 @@ from simcit_dist.tokenizer_training.config import (
     TokenizerRunSection,
     TokenizerTrainConfig,
 )
-from simcit_dist.tokenizer_training.job import FAIL_ENV, run_tokenizer_training
+from simcit_dist.tokenizer_training.job import FAIL_ENV, plan_training, run_tokenizer_training
 from simcit_dist.tokenizer_training.plan import TokenizerPlan
 from tests.helpers import small_catalog, small_pairs, write_catalog
 
@@ -105,6 +105,21 @@ def test_plan_carries_an_absolute_artifact_uri(tmp_path, monkeypatch) -> None:
     plan = TokenizerPlan(cfg, {"emb_a": 8}, False, 8, 4, 2048, cfg.run.artifact_uri())
     assert plan.artifact_uri == str(tmp_path / "ray" / "again" / "tokenizer")
     assert pickle.loads(pickle.dumps(plan)).artifact_uri == plan.artifact_uri  # as the workers receive it
+
+
+def test_a_step_budget_is_honoured_with_as_many_epochs_as_it_takes(tmp_path, ray_local, caplog) -> None:
+    """train.max_steps was once capped silently at epochs x steps per epoch (the compare presets
+    asked 600 steps and got 120-150); now it overrides train.epochs, says so, and is trained."""
+    write_catalog(small_catalog(1200), str(tmp_path / "catalog"), files=2)
+    cfg = _cfg(str(tmp_path), "budget", pairs=False, epochs=2, max_steps=13, batch_size=256)
+    plan, _, _ = plan_training(cfg)
+    per_epoch = plan.train_rows // 256
+    assert (plan.total_steps, plan.steps_per_epoch, plan.epochs) == (13, per_epoch, -(-13 // per_epoch))
+    assert plan.epochs > 2 and "train.max_steps=13 overrides train.epochs=2" in caplog.text
+    result = run_tokenizer_training(cfg)
+    assert result.steps == 13 and result.epochs == pytest.approx(13 / per_epoch)
+    default = plan_training(_cfg(str(tmp_path), "epochs", pairs=False, epochs=2, batch_size=256))[0]
+    assert (default.total_steps, default.epochs) == (2 * per_epoch, 2)
 
 
 def test_bad_config_fails_before_workers_start(tmp_path) -> None:
