@@ -1,18 +1,21 @@
-"""Item-level evaluation: beam search -> decoded SIDs -> items -> Recall/NDCG, locally or on Ray.
+"""Item-level evaluation: histories -> ranked items -> Recall/NDCG, locally or on Ray.
 
-:class:`Recommender` wraps a model with its catalog and trie. :func:`score_examples` scores one
-shard in-process (training workers use it for per-epoch validation and all-reduce the sums);
-:func:`evaluate_model` scores whole splits with a pool of Ray Data actors, each loading the
-exported model once. Every result also carries the most-popular baseline on the same examples
+A :class:`Ranker` turns histories into ranked item indices: :class:`BeamRanker` for the SID model
+(beam search -> decoded SIDs -> items, through :class:`Recommender`, a model with its catalog and
+trie), SASRec's full-catalog ranker for the ID baseline. :func:`score_examples` scores one shard
+in-process (training workers use it for per-epoch validation and all-reduce the sums);
+:func:`evaluate_ranker` scores whole splits with a pool of Ray Data actors, each loading its
+ranker once (:func:`evaluate_model` for the SID model). Every result also carries the most-popular baseline on the same examples
 (``popular/recall@K``...), so a report always shows the margin over it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +60,23 @@ class Recommender:
         return out
 
 
-def score_examples(rec: Recommender, seqs: UserSequences, data: DataConfig, split: str, cfg: EvalConfig,
+class Ranker(Protocol):
+    def rank(self, histories: np.ndarray, k: int) -> np.ndarray:
+        """(E, H) item indices (-1 left padding, most recent last) -> (E, k) item indices, best first."""
+        ...
+
+
+class BeamRanker:
+    """The SID model as a :class:`Ranker`: (constrained) beam search with ``cfg``'s settings."""
+
+    def __init__(self, rec: Recommender, cfg: EvalConfig) -> None:
+        self.rec, self.cfg = rec, cfg
+
+    def rank(self, histories: np.ndarray, k: int) -> np.ndarray:
+        return self.rec.recommend(histories, k, self.cfg.beam_size, self.cfg.constrained, self.cfg.batch_size)
+
+
+def score_examples(ranker: Ranker, seqs: UserSequences, data: DataConfig, split: str, cfg: EvalConfig,
                    popular: np.ndarray | None = None, limit: int | None = None) -> dict[str, float]:
     """Metric sums (not means) over the ``split`` targets of ``seqs``; ``limit`` takes a fixed random subset."""
     user, pos = seqs.examples(data, split)
@@ -65,8 +84,7 @@ def score_examples(rec: Recommender, seqs: UserSequences, data: DataConfig, spli
         pick = np.sort(np.random.default_rng(0).choice(len(user), size=limit, replace=False))
         user, pos = user[pick], pos[pick]
     targets = seqs.targets(user, pos)
-    ranked = rec.recommend(seqs.histories(user, pos, data.max_history), max(cfg.ks), cfg.beam_size,
-                           cfg.constrained, cfg.batch_size)
+    ranked = ranker.rank(seqs.histories(user, pos, data.max_history), max(cfg.ks))
     sums = metric_sums(target_ranks(ranked, targets), cfg.ks)
     if popular is not None:
         top = np.broadcast_to(popular[:max(cfg.ks)], (len(targets), min(len(popular), max(cfg.ks))))
@@ -84,15 +102,21 @@ def popular_items(sequences: Location, data: DataConfig, num_items: int, k: int)
     return popularity_ranking(counts, k)
 
 
-class _EvalWorker:
-    """Ray Data actor: loads the model and SID table once, scores batches of users."""
+def load_beam_ranker(model_uri: str, storage: StorageConfig | None, sid_root: str, sid_version: str,
+                     cfg: EvalConfig) -> BeamRanker:
+    """An exported SID model as a :class:`BeamRanker` (in an evaluation actor: CPU or its GPU)."""
+    device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
+    model, _ = load_model(model_uri, storage)
+    return BeamRanker(Recommender(model.to(device), load_catalog(sid_root, storage, sid_version), device), cfg)
 
-    def __init__(self, model_uri: str, storage: StorageConfig | None, sid_root: str, sid_version: str,
-                 data: DataConfig, cfg: EvalConfig, splits: Sequence[str], popular: np.ndarray) -> None:
+
+class _EvalWorker:
+    """Ray Data actor: builds its ranker once (``load()``), scores batches of users."""
+
+    def __init__(self, load: Callable[[], Ranker], data: DataConfig, cfg: EvalConfig, splits: Sequence[str],
+                 popular: np.ndarray) -> None:
         torch.set_num_threads(cfg.cpus_per_worker)
-        device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
-        model, _ = load_model(model_uri, storage)
-        self.rec = Recommender(model.to(device), load_catalog(sid_root, storage, sid_version), device)
+        self.ranker = load()
         self.data, self.cfg, self.splits, self.popular = data, cfg, list(splits), popular
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
@@ -104,8 +128,7 @@ class _EvalWorker:
                 continue
             user, pos = seqs.examples(self.data, split)
             targets = seqs.targets(user, pos)
-            ranked = self.rec.recommend(seqs.histories(user, pos, self.data.max_history), k, self.cfg.beam_size,
-                                        self.cfg.constrained, self.cfg.batch_size)
+            ranked = self.ranker.rank(seqs.histories(user, pos, self.data.max_history), k)
             top = np.broadcast_to(self.popular[:k], (len(targets), min(len(self.popular), k)))
             rows["split"].append(np.full(len(targets), code, dtype=np.int8))
             rows["rank"].append(target_ranks(ranked, targets))
@@ -116,13 +139,10 @@ class _EvalWorker:
 def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: EvalConfig,
                    storage: StorageConfig | None = None, splits: Sequence[str] = SPLITS,
                    data: DataConfig | None = None, sid_version: str | None = None) -> dict[str, dict[str, float]]:
-    """Recall/NDCG@K of a trained model on each split, scored by ``cfg.num_workers`` Ray actors.
+    """Recall/NDCG@K of a trained SID model on each split, scored by ``cfg.num_workers`` Ray actors.
 
     ``data``/``sid_version`` default to what the model was trained with.
     """
-    import ray.data
-
-    start = time.time()
     # Absolute before anything reaches the scoring actors (a relative path is relative to the driver).
     model_uri, sid_root = resolve(model_uri, storage).uri, resolve(sid_root, storage).uri
     meta = load_meta(model_uri, storage)
@@ -130,16 +150,27 @@ def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: Eval
     version = sid_version or meta.sid_version
     if version != meta.sid_version:
         log.warning("evaluating on SID version %s; the model was trained on %s", version, meta.sid_version)
-    catalog = load_catalog(sid_root, storage, version)
-    popular = popular_items(sequences, data, catalog.num_items, max(cfg.ks))
+    num_items = load_catalog(sid_root, storage, version).num_items
+    load = functools.partial(load_beam_ranker, model_uri, storage, sid_root, version, cfg)
+    out = evaluate_ranker(load, sequences, data, cfg, num_items, splits)
+    log.info("evaluated %s: %s", model_uri, out)
+    return out
+
+
+def evaluate_ranker(load: Callable[[], Ranker], sequences: Location, data: DataConfig, cfg: EvalConfig,
+                    num_items: int, splits: Sequence[str] = SPLITS) -> dict[str, dict[str, float]]:
+    """Recall/NDCG@K (and the most-popular baseline's) on each split of the sequence table, scored by
+    ``cfg.num_workers`` Ray Data actors that each call ``load()`` once (it must pickle)."""
+    import ray.data
+
+    start = time.time()
+    popular = popular_items(sequences, data, num_items, max(cfg.ks))
     ds = read_dataset(sequences, columns=["user_id", "items"])
     if cfg.max_users is not None:
         ds = ds.limit(cfg.max_users)
     scored = ds.map_batches(
         _EvalWorker, batch_size=USERS_PER_BATCH, batch_format="pyarrow",
-        fn_constructor_kwargs={"model_uri": model_uri, "storage": storage, "sid_root": sid_root,
-                               "sid_version": version, "data": data, "cfg": cfg, "splits": list(splits),
-                               "popular": popular},
+        fn_constructor_kwargs={"load": load, "data": data, "cfg": cfg, "splits": list(splits), "popular": popular},
         compute=ray.data.ActorPoolStrategy(size=cfg.num_workers), num_cpus=cfg.cpus_per_worker,
         num_gpus=1 if cfg.use_gpu else 0)
     parts = list(scored.iter_batches(batch_size=None, batch_format="numpy"))
@@ -150,7 +181,7 @@ def evaluate_model(model_uri: str, sequences: Location, sid_root: str, cfg: Eval
         if split in splits:
             sel = columns["split"] == code
             out[split] = metrics_with_baseline(columns["rank"][sel], columns["popular_rank"][sel], cfg.ks)
-    log.info("evaluated %s in %.1fs: %s", model_uri, time.time() - start, out)
+    log.info("scored %s in %.1fs", sequences.uri, time.time() - start)
     return out
 
 

@@ -31,12 +31,14 @@ def metric_rows(results: Mapping[str, Mapping[str, float]], ks: Sequence[int]) -
     return rows
 
 
-def write_run_report(report: Mapping[str, Any], out: Location, ks: Sequence[int], k: int) -> str:
-    """Write ``report.md`` and the curves under ``out``; returns the markdown."""
+def write_run_report(report: Mapping[str, Any], out: Location, ks: Sequence[int], k: int,
+                     heading: str | None = None, loss_label: str = "mean CE per SID position") -> str:
+    """Write ``report.md`` and the curves under ``out``; returns the markdown. ``heading``: the title
+    and inputs line (default: the SID model's)."""
     history = report.get("history", [])
-    parts = [f"# Generative recommender: {report['run']['name']}\n",
-             f"SID table `{report['sid_root']}` version `{report['sid_version']}`; interactions "
-             f"`{report['interactions']}`.\n"]
+    parts = [heading or (f"# Generative recommender: {report['run']['name']}\n\n"
+                         f"SID table `{report['sid_root']}` version `{report['sid_version']}`; interactions "
+                         f"`{report['interactions']}`.\n")]
     data = report["data"]
     parts.append("\n## Data\n\n" + markdown.key_value_table({
         "interactions": data["interactions"], "interactions without SID (excluded)": data["interactions_missing_sid"],
@@ -50,7 +52,7 @@ def write_run_report(report: Mapping[str, Any], out: Location, ks: Sequence[int]
         mark = (float(chosen), f"selected: epoch {chosen}") if chosen else None
         with tempfile.TemporaryDirectory() as tmp:
             plots.series(epochs, {"train": [h["train_loss"] for h in history]}, os.path.join(tmp, LOSS_PNG),
-                         "Training loss", "epoch", "mean CE per SID position", mark=mark)
+                         "Training loss", "epoch", loss_label, mark=mark)
             plots.series(epochs, {"valid": [h[f"valid/recall@{k}"] for h in history]},
                          os.path.join(tmp, RECALL_PNG), f"Validation Recall@{k}", "epoch", f"Recall@{k}", mark=mark)
             for name in (LOSS_PNG, RECALL_PNG):

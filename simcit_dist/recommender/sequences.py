@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from simcit_dist.config_loader import to_dict
 from simcit_dist.data.parquet_io import check_files, read_dataset, read_schema, read_table
 from simcit_dist.data.schemas import INTERACTIONS_SCHEMA, check_columns
-from simcit_dist.recommender.catalog import SidCatalog, lookup_index
+from simcit_dist.recommender.catalog import lookup_index
 from simcit_dist.recommender.config import DataConfig
 from simcit_dist.storage import (
     Location,
@@ -48,6 +48,16 @@ SEQUENCE_SCHEMA = pa.schema([
     ("user_id", pa.int64()), ("items", pa.list_(pa.int32())), ("length", pa.int32()),
     ("num_missing", pa.int32()), ("missing_items", pa.list_(pa.int64())),
 ])
+
+
+class ItemIndex(Protocol):
+    """The items a sequence table is indexed by: a SID catalog (:mod:`~simcit_dist.recommender.catalog`), or SASRec's item catalog."""
+
+    item_ids: np.ndarray  # (N,) int64 ascending; an item's index is its position
+    version: str  # what the table was built against (a SID table version, or the item set's fingerprint)
+
+    @property
+    def num_items(self) -> int: ...
 
 
 class MissingSidError(ValueError):
@@ -119,13 +129,13 @@ def count_examples(lengths: np.ndarray, cfg: DataConfig, split: str) -> np.ndarr
     return hi - lo
 
 
-def _inputs_signature(interactions: str, catalog: SidCatalog, cfg: DataConfig) -> dict[str, Any]:
+def _inputs_signature(interactions: str, catalog: ItemIndex, cfg: DataConfig) -> dict[str, Any]:
     # Only what changes the table: split settings are applied later, at read time.
     return {"interactions": interactions, "sid_version": catalog.version, "num_items": catalog.num_items,
             "num_partitions": cfg.num_partitions}
 
 
-def build_sequences(interactions: str, catalog: SidCatalog, out: Location, cfg: DataConfig,
+def build_sequences(interactions: str, catalog: ItemIndex, out: Location, cfg: DataConfig,
                     storage: StorageConfig | None = None, rebuild: bool = True) -> SequenceStats:
     """Write the per-user sequence table under ``out``; reused when its inputs are unchanged.
 
@@ -147,7 +157,7 @@ def build_sequences(interactions: str, catalog: SidCatalog, out: Location, cfg: 
     return stats
 
 
-def _write_sequences(interactions: str, catalog: SidCatalog, out: Location, cfg: DataConfig,
+def _write_sequences(interactions: str, catalog: ItemIndex, out: Location, cfg: DataConfig,
                      storage: StorageConfig | None) -> None:
     src = resolve(interactions, storage)
     check_files(src)  # a bad file fails here by name, not inside the shuffle
@@ -181,7 +191,7 @@ def sequence_stats(loc: Location, cfg: DataConfig) -> SequenceStats:
         users_kept=int((lengths >= cfg.effective_min_interactions).sum()), examples=examples)
 
 
-def _report_missing(stats: SequenceStats, interactions: str, catalog: SidCatalog, cfg: DataConfig) -> None:
+def _report_missing(stats: SequenceStats, interactions: str, catalog: ItemIndex, cfg: DataConfig) -> None:
     if not stats.interactions_missing_sid:
         return
     message = (f"{interactions}: {stats.interactions_missing_sid} of {stats.interactions} interactions refer to "

@@ -4,13 +4,15 @@ from each tokenizer (and from SID tables made elsewhere), in one table and one p
 For every entry: train the tokenizer (SimCIT also gets the co-occurrence pairs as its
 behavioural view; the baselines do not use them), assign SIDs to the whole catalog, train and
 evaluate the recommender at the item level. Each stage resumes/reuses what a previous run left,
-so an interrupted comparison continues where it stopped. With ``seeds`` the whole comparison runs
+so an interrupted comparison continues where it stopped. Beside the entries, every table has
+the ID-based baseline (SASRec with full softmax, ``sasrec``) and most-popular, on the same split. With ``seeds`` the whole comparison runs
 once per seed and the table gives each figure's mean ± std over the seeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
@@ -23,6 +25,8 @@ from simcit_dist.assign.job import run_assignment
 from simcit_dist.config_loader import to_dict
 from simcit_dist.recommender.config import RecommenderConfig
 from simcit_dist.recommender.pipeline import train_and_evaluate
+from simcit_dist.recommender.sasrec.config import SasrecConfig
+from simcit_dist.recommender.sasrec.pipeline import train_and_evaluate_sasrec
 from simcit_dist.report import markdown, plots
 from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.storage import StorageConfig, exists, read_json, resolve, write_bytes, write_text
@@ -34,6 +38,7 @@ from simcit_dist.workflows.seed_summary import STD, aggregate_seeds, per_seed_ta
 
 log = logging.getLogger(__name__)
 METRIC_KS = (5, 10, 20)
+SASREC_ROW = "SASRec (item IDs, full softmax)"
 COLUMNS = ["tokenizer", "kind", *[f"{m}@{k}" for m in ("Recall", "NDCG") for k in METRIC_KS], "collision",
            "Gini", "perplexity (mean/level)", "max suffix", "tokenizer steps", "tokenizer epochs", "test users"]
 
@@ -75,10 +80,10 @@ def _entry(cfg: CompareJobConfig, name: str, pair_views: str) -> dict[str, Any]:
     return _row(name, kind, manifest, report, trained)
 
 
-def _finished(output: str, sid_version: str, recommender: RecommenderConfig,
+def _finished(output: str, sid_version: str | None, recommender: RecommenderConfig | SasrecConfig,
               storage: StorageConfig) -> dict[str, Any] | None:
-    """The metrics of an earlier run of this entry on the same SIDs and recommender settings, if any:
-    a re-run after a later entry failed skips the evaluation (minutes at catalog scale)."""
+    """The metrics of an earlier run of this entry on the same SIDs (``None``: no SIDs, SASRec) and
+    settings, if any: a re-run after a later entry failed skips the evaluation (minutes at catalog scale)."""
     metrics = resolve(output, storage).child("metrics.json")
     if not exists(metrics):
         return None
@@ -88,6 +93,34 @@ def _finished(output: str, sid_version: str, recommender: RecommenderConfig,
         return None
     log.info("reusing the finished recommender run in %s (SID version %s)", output, sid_version)
     return report
+
+
+def sasrec_config(cfg: CompareJobConfig) -> SasrecConfig:
+    """SASRec on the recommender's split and evaluation, with its own model, history and training."""
+    rc = cfg.recommender
+    return SasrecConfig(model=cfg.sasrec.model,
+                        data=dataclasses.replace(rc.data, max_history=cfg.sasrec.max_history),
+                        train=dataclasses.replace(cfg.sasrec.train, seed=rc.train.seed), eval=rc.eval)
+
+
+def _sasrec_row(cfg: CompareJobConfig) -> dict[str, Any]:
+    """The ID-baseline row: SASRec trained (or its finished run reused) on the same interactions."""
+    sasrec = sasrec_config(cfg)
+    inputs = {"interactions": cfg.interactions, "catalog": cfg.catalog}
+    settings = json.dumps({**inputs, "config": to_dict(sasrec)}, sort_keys=True, default=str)
+    # One run per inputs and settings: a change starts a fresh run instead of resuming a finished one.
+    run = dataclasses.replace(cfg.recommender.run, storage_path=f"{cfg.output}/ray",
+                              name=f"sasrec-{hashlib.sha1(settings.encode()).hexdigest()[:10]}")
+    out = f"{cfg.output}/sasrec"
+    report = _finished(out, None, sasrec, cfg.storage)
+    if report is None or {k: report.get(k) for k in inputs} != inputs:
+        report = train_and_evaluate_sasrec(cfg.interactions, cfg.catalog, sasrec, out, run, cfg.storage)
+    test = report["test"]
+    row: dict[str, Any] = {"tokenizer": SASREC_ROW, "kind": "baseline"}
+    row.update({f"{m}@{k}": test.get(f"{m.lower()}@{k}", float("nan")) for m in ("Recall", "NDCG")
+                for k in METRIC_KS})
+    row["test users"] = test.get("count")
+    return row
 
 
 def _row(name: str, kind: str, manifest: SidManifest, report: dict[str, Any],
@@ -145,13 +178,21 @@ def _run_entries(cfg: CompareJobConfig, pair_views: str) -> list[dict[str, Any]]
         log.info("=== comparison entry %s ===", name)
         rows.append(_entry(cfg, name, pair_views))
         write_comparison(cfg, rows)  # partial results survive a failure in a later entry
+    if cfg.sasrec.enabled:
+        log.info("=== comparison baseline: SASRec ===")
+        sasrec = _sasrec_row(cfg)
+        rows = [{**r, "_sasrec": sasrec} for r in rows]
+        write_comparison(cfg, rows)
     return rows
 
 
 def _table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries' rows plus the most-popular baseline (the same split for every entry)."""
-    popular = {"tokenizer": "most popular", "kind": "baseline", **rows[0]["_popular"]} if rows else {}
-    return [{k: v for k, v in r.items() if k != "_popular"} for r in rows] + ([popular] if popular else [])
+    """The entries' rows plus the baselines on the same split: SASRec (when run) and most-popular."""
+    if not rows:
+        return []
+    baselines = [rows[0]["_sasrec"]] if "_sasrec" in rows[0] else []
+    baselines.append({"tokenizer": "most popular", "kind": "baseline", **rows[0]["_popular"]})
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows] + baselines
 
 
 def write_comparison(cfg: CompareJobConfig, rows: list[dict[str, Any]]) -> str:

@@ -8,7 +8,8 @@ from typing import Literal
 from simcit_dist.assign.config import AssignJobConfig
 from simcit_dist.inputs.config import GenerateJobConfig, PrepareJobConfig
 from simcit_dist.inputs.next_day import NextDayConfig
-from simcit_dist.recommender.config import TrainRecommenderJobConfig
+from simcit_dist.recommender.config import RecommenderTrainConfig, TrainRecommenderJobConfig
+from simcit_dist.recommender.sasrec.config import SasrecModelConfig, default_sasrec_train
 from simcit_dist.storage import StorageConfig
 from simcit_dist.tokenizer.config import TokenizerConfig
 from simcit_dist.tokenizer_training.config import (
@@ -39,6 +40,23 @@ class PipelineConfig:
 
 
 @dataclass
+class CompareSasrecSection:
+    """``sasrec:`` of compare: the ID-based baseline row (SASRec, full softmax) beside most-popular.
+
+    Its split and evaluation are the recommender's (``recommender.data``, ``recommender.eval``);
+    only the history it reads is its own (``max_history``: RecBole uses 50)."""
+
+    enabled: bool = True
+    max_history: int = 50
+    model: SasrecModelConfig = field(default_factory=SasrecModelConfig)
+    train: RecommenderTrainConfig = field(default_factory=default_sasrec_train)
+
+    def __post_init__(self) -> None:
+        if self.max_history < 1:
+            raise ValueError(f"sasrec.max_history must be >= 1, got {self.max_history}")
+
+
+@dataclass
 class CompareJobConfig:
     """``jobs/compare_tokenizers.py``: the same recommender on SIDs from several tokenizers.
 
@@ -60,6 +78,7 @@ class CompareJobConfig:
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     assign: AssignJobConfig = field(default_factory=AssignJobConfig)  # paths ignored
     recommender: TrainRecommenderJobConfig = field(default_factory=TrainRecommenderJobConfig)  # paths ignored
+    sasrec: CompareSasrecSection = field(default_factory=CompareSasrecSection)
     title: str = "Tokenizer comparison"
     # [] = one run with the seeds the sections set. [s1, s2, ...] = the whole comparison once per seed
     # (data order, tokenizer init, resets and the recommender all seeded with s) under <output>/seed-<s>,

@@ -30,8 +30,10 @@ def test_exported_model_round_trips_from_a_checkpoint_dir(tmp_path) -> None:
 
 def test_resume_refuses_a_different_sid_version(tmp_path) -> None:
     import contextlib
+    import functools
+    import types
 
-    from simcit_dist.recommender.trainer import restore
+    from simcit_dist.recommender.trainer import check_sid_version, restore
 
     cfg = ModelConfig(d_model=8, num_heads=1, head_dim=8, ffn_dim=8, num_encoder_layers=1, num_decoder_layers=1)
     layout = SidLayout((2, 1))
@@ -44,7 +46,8 @@ def test_resume_refuses_a_different_sid_version(tmp_path) -> None:
             yield str(tmp_path)
 
     with pytest.raises(ValueError, match="trained on SID version 'v1', not 'v2'"):
-        restore(None, Checkpoint(), "v2")
+        restore(None, Checkpoint(), types.SimpleNamespace(check_checkpoint=functools.partial(
+            check_sid_version, sid_version="v2")))
 
 
 def test_worker_job_carries_absolute_uris(tmp_path, monkeypatch) -> None:

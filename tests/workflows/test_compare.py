@@ -15,7 +15,7 @@ import pytest
 from simcit_dist.data.parquet_io import write_table
 from simcit_dist.inputs.synthetic import build_tree, item_chunk, user_chunk
 from simcit_dist.storage import resolve
-from simcit_dist.workflows.compare import with_seed
+from simcit_dist.workflows.compare import SASREC_ROW, with_seed
 from simcit_dist.workflows.config import CompareJobConfig
 from tests.jobs_registry import REPO, load_job_module
 from tests.recommender.helpers import leaf_sid_codes, small_synthetic
@@ -64,18 +64,25 @@ external:
 def test_compare_job_tokenizer_and_external_table(tmp_path: Path, ray_local, monkeypatch) -> None:
     _compare_argv(tmp_path, monkeypatch, """tokenizers:
   rqkmeans: {kind: rqkmeans, rqkmeans: {num_levels: 2, codebook_size: 8, iters: 5}}
-assign: {num_partitions: 2, actors: 1, encode_batch_size: 64, hit_rate_sample: 50}""")
+assign: {num_partitions: 2, actors: 1, encode_batch_size: 64, hit_rate_sample: 50}
+sasrec:
+  max_history: 8
+  model: {hidden_dim: 16, num_layers: 1, num_heads: 2, ffn_dim: 32, dropout: 0.1}
+  train: {epochs: 2, batch_size: 32, num_workers: 1, lr: 0.005, patience: 0}""")
     load_job_module("jobs/compare_tokenizers.py").main()
 
     out = tmp_path / "out"
     rows = json.loads((out / "comparison.json").read_text())
     assert [(r["tokenizer"], r["kind"]) for r in rows] == [("rqkmeans", "rqkmeans"), ("truth", "external"),
-                                                          ("most popular", "baseline")]
+                                                          (SASREC_ROW, "baseline"), ("most popular", "baseline")]
     for row in rows:
         assert all(0.0 <= row[f"{m}@{k}"] <= 1.0 for m in ("Recall", "NDCG") for k in (5, 10, 20)), row
         assert row["Recall@5"] <= row["Recall@10"] <= row["Recall@20"]
-    rq, truth, popular = rows
-    assert rq["test users"] == truth["test users"] == 400
+    rq, truth, sasrec, popular = rows
+    assert rq["test users"] == truth["test users"] == sasrec["test users"] == 400  # the same split
+    sasrec_metrics = json.loads((out / "sasrec" / "metrics.json").read_text())
+    assert sasrec["Recall@10"] == sasrec_metrics["test"]["recall@10"]
+    assert sasrec_metrics["config"]["data"]["max_history"] == 8 and len(sasrec_metrics["history"]) == 2
     assert truth["collision"] == 0.0 and truth["max suffix"] == 0  # the suffix token made every SID unique
     assert math.isfinite(rq["Gini"]) and rq["perplexity (mean/level)"] > 1.0
     assert popular["Recall@10"] > 0
@@ -85,7 +92,7 @@ assign: {num_partitions: 2, actors: 1, encode_batch_size: 64, hit_rate_sample: 5
     versions = {name: (out / name / "sids" / "LATEST").read_text().strip() for name in ("rqkmeans", "truth")}
     assert all((out / "ray" / f"recommender-{name}-{v}").is_dir() for name, v in versions.items())
 
-    # The same command again: the tokenizer fit, the SID versions and both recommender runs are reused.
+    # The same command again: the tokenizer fit, the SID versions, both recommender runs and SASRec are reused.
     load_job_module("jobs/compare_tokenizers.py").main()
     assert json.loads((out / "comparison.json").read_text()) == rows
     assert {name: (out / name / "sids" / "LATEST").read_text().strip() for name in versions} == versions
@@ -106,7 +113,7 @@ def test_with_seed_sets_every_seed_and_its_own_output() -> None:
 
 @pytest.mark.slow
 def test_compare_job_over_seeds(tmp_path: Path, ray_local, monkeypatch) -> None:
-    _compare_argv(tmp_path, monkeypatch, "tokenizers: {}\nseeds: [0, 5]")
+    _compare_argv(tmp_path, monkeypatch, "tokenizers: {}\nseeds: [0, 5]\nsasrec: {enabled: false}")
     load_job_module("jobs/compare_tokenizers.py").main()
 
     out = tmp_path / "out"
