@@ -255,7 +255,15 @@ def replace_dir(staged: Location, target: Location) -> None:
             target.fs.delete_dir(old.path)
         return
     delete_dir(target)
-    for f in list_files(staged):
-        rel = posixpath.relpath(f.path, staged.path)
-        target.fs.copy_file(f.path, posixpath.join(target.path, rel))
+    copy_objects(staged, target)
     delete_dir(staged)
+
+
+def copy_objects(src: Location, dst: Location) -> None:
+    """Copy every file under ``src`` to the same relative path under ``dst`` (server-side on S3).
+
+    Every name, hidden ones included: a ``_SUCCESS`` marker or ``.heartbeat`` is part of the output
+    (``list_files`` skips them, as readers of a table should)."""
+    infos = src.fs.get_file_info(pafs.FileSelector(src.path, recursive=True))
+    for info in (i for i in infos if i.type == pafs.FileType.File):
+        dst.fs.copy_file(info.path, posixpath.join(dst.path, posixpath.relpath(info.path, src.path)))

@@ -59,9 +59,12 @@ def _roundtrip(root_uri: str, storage: StorageConfig | None) -> None:
     write_json(target.child("v.json"), {"v": 1})
     staged = staging_sibling(target)
     write_json(staged.child("v.json"), {"v": 2})
+    write_json(staged.child("_SUCCESS"), {"rows": 2})  # hidden names are part of an output (pair views' marker)
+    write_json(staged.child("sub", ".heartbeat"), {})
     replace_dir(staged, target)
     assert read_json(target.child("v.json")) == {"v": 2}
-    assert not exists(staged.child("v.json"))
+    assert read_json(target.child("_SUCCESS")) == {"rows": 2} and exists(target.child("sub", ".heartbeat"))
+    assert not exists(staged.child("v.json")) and not exists(staged.child("_SUCCESS"))
 
 
 def test_local_roundtrip(tmp_path) -> None:

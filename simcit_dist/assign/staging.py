@@ -20,7 +20,7 @@ import uuid
 import pyarrow.fs as pafs
 
 from simcit_dist.sids.table import MANIFEST, version_dir
-from simcit_dist.storage import Location, delete_dir, exists, list_files, write_text
+from simcit_dist.storage import Location, copy_objects, delete_dir, exists, list_files, write_text
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,7 @@ def move_into_place(staged: Location, target: Location) -> None:
         target.fs.create_dir(posixpath.dirname(target.path), recursive=True)
         target.fs.move(staged.path, target.path)
         return
-    infos = staged.fs.get_file_info(pafs.FileSelector(staged.path, recursive=True))
-    for info in (i for i in infos if i.type == pafs.FileType.File):  # every file, hidden names included
-        target.fs.copy_file(info.path, posixpath.join(target.path, posixpath.relpath(info.path, staged.path)))
+    copy_objects(staged, target)  # every file, hidden names included
     delete_dir(staged)
 
 
