@@ -1,7 +1,9 @@
 """Beam search over SID positions, optionally constrained by the prefix trie of valid SIDs.
 
 Every step is batched over (users x beams): one decoder call, one (B, W, K_d) score tensor,
-one ``topk``. With ``constrained=True`` codes that do not extend a valid SID get -inf before
+one ``topk``. The decoder's view of each user's history (cross-attention keys and values) is
+computed once per search and shared by all of that user's beams, and each beam's decoded positions
+are cached (self-attention keys and values, reordered with the beams), so a step decodes one position. With ``constrained=True`` codes that do not extend a valid SID get -inf before
 the ``topk``, so the result never holds an invalid SID; beams are distinct paths, so never a
 duplicate one either. A beam's score is the sum of per-position log-probs (each a softmax over
 that position's codes, as in training). When fewer than ``beam_size`` valid SIDs exist the
@@ -11,7 +13,7 @@ extra beams come back with ``valid=False``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -26,8 +28,18 @@ class Seq2SeqScorer(Protocol):
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def next_logprobs(self, tgt_in: torch.Tensor, memory: torch.Tensor,
-                      memory_mask: torch.Tensor) -> torch.Tensor: ...
+    def decoder_memory(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> Any:
+        """Per-user state the decoder reads at every step (computed once per search)."""
+        ...
+
+    def beam_logprobs(self, tokens: torch.Tensor, memory: Any) -> tuple[torch.Tensor, Any]:
+        """(B, W, t) decoder tokens -> (B, W, K) log-probs of the next position's codes, and the state
+        with this step cached."""
+        ...
+
+    def reorder_memory(self, memory: Any, beam: torch.Tensor) -> Any:
+        """The state of the beams ``beam`` (B, W') kept after a step's ``topk``."""
+        ...
 
 
 @dataclass
@@ -50,19 +62,16 @@ def beam_search(model: Seq2SeqScorer, src: torch.Tensor, beam_size: int, trie: S
     if constrained and trie is None:
         raise ValueError("constrained beam search needs the SID trie")
     layout = model.layout
-    memory, memory_mask = model.encode(src)  # (B, S, d), (B, S)
+    memory = model.decoder_memory(*model.encode(src))  # once per search, never repeated per beam
     b = src.shape[0]
     tokens = torch.full((b, 1, 1), BOS, dtype=torch.long, device=src.device)  # (B, W_t, t) decoder input
     codes = torch.zeros((b, 1, 0), dtype=torch.long, device=src.device)  # (B, W_t, t) chosen codes
     scores = torch.zeros((b, 1), device=src.device)
     trie_device = trie.device if trie is not None else src.device
     nodes = torch.zeros((b, 1), dtype=torch.long, device=trie_device)  # trie node of each beam
-    mem, mem_mask = memory, memory_mask
     for depth, size in enumerate(layout.level_sizes):
         width = tokens.shape[1]
-        if mem.shape[0] != b * width:  # the beam widened: repeat each user's memory per beam
-            mem, mem_mask = memory.repeat_interleave(width, 0), memory_mask.repeat_interleave(width, 0)
-        logp = model.next_logprobs(tokens.view(b * width, -1), mem, mem_mask).view(b, width, size)
+        logp, memory = model.beam_logprobs(tokens, memory)  # (B, W_t, K_d)
         cand = scores.unsqueeze(-1) + logp  # (B, W_t, K_d)
         if constrained:
             assert trie is not None
@@ -73,6 +82,7 @@ def beam_search(model: Seq2SeqScorer, src: torch.Tensor, beam_size: int, trie: S
         k = min(beam_size, width * size)
         scores, flat = cand.view(b, -1).topk(k, dim=1)  # (B, k)
         beam, code = flat // size, flat % size
+        memory = model.reorder_memory(memory, beam)
         codes = torch.cat([_gather(codes, beam), code.unsqueeze(-1)], dim=2)
         tokens = torch.cat([_gather(tokens, beam), (code + layout.level_offsets[depth]).unsqueeze(-1)], dim=2)
         if constrained:

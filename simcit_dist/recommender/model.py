@@ -12,6 +12,9 @@ d_model 128 with 6 heads of 64), pre-norm, with learned absolute positions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,10 +36,20 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor, key_mask: torch.Tensor | None = None,
                 causal: bool = False) -> torch.Tensor:
         """x: (B, T, d) queries; context: (B, S, d) keys/values; key_mask: (B, S) True = attend."""
+        k, v = self.keys_values(context)
+        return self.attend(x, k, v, key_mask, causal)
+
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, d) -> keys, values (B, h, S, hd): what beam search computes once per user."""
+        b, s, _ = context.shape
+        k, v = self.kv(context).view(b, s, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
+               causal: bool = False) -> torch.Tensor:
+        """x: (B, T, d) queries against precomputed k, v (B, h, S, hd) -> (B, T, d)."""
         b, t, _ = x.shape
-        s = context.shape[1]
         q = self.q(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
-        k, v = self.kv(context).view(b, s, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, S, hd)
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
@@ -47,6 +60,27 @@ class FeedForward(nn.Sequential):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(nn.Linear(cfg.d_model, cfg.ffn_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
                          nn.Linear(cfg.ffn_dim, cfg.d_model))
+
+
+@dataclass
+class DecoderMemory:
+    """What beam search keeps during a search: per user, each decoder layer's cross-attention keys and
+    values of the encoded history (B, h, S, hd) and its key mask (B, S), computed once; per beam, each
+    layer's self-attention keys and values of the positions decoded so far (B, W, h, t, hd), so a step
+    runs the decoder on its new position only."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor
+    past: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def decoded(self) -> int:
+        return self.past[0][0].shape[3] if self.past else 0
+
+    def reorder(self, beam: torch.Tensor) -> DecoderMemory:
+        """Keep the beams ``beam`` (B, W') picked (rows of the current W), in that order."""
+        rows = torch.arange(beam.shape[0], device=beam.device)[:, None]
+        return DecoderMemory(self.kv, self.mask, [(k[rows, beam], v[rows, beam]) for k, v in self.past])
 
 
 class EncoderLayer(nn.Module):
@@ -74,6 +108,27 @@ class DecoderLayer(nn.Module):
         x = x + self.drop(self.self_attn(h, h, causal=True))
         x = x + self.drop(self.cross_attn(self.norm2(x), memory, memory_mask))
         return x + self.drop(self.ffn(self.norm3(x)))
+
+    def beam_forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
+                     memory_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor
+                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`forward` for the new positions x: (B, W, n, d) of W beams per user, given the
+        self-attention keys/values of the c earlier positions (``past``, (B, W, h, c, hd); n = 1 when
+        c > 0) and the user's precomputed memory keys/values (B, h, S, hd). The beams are folded into
+        the query axis of cross-attention, so the memory is never repeated per beam (cross-attention
+        has no mask between queries). Returns the new positions' outputs and the extended ``past``."""
+        b, w, n, d = x.shape
+        h = self.norm1(x).view(b * w, n, d)
+        k, v = self.self_attn.keys_values(h)  # (B*W, heads, n, hd)
+        if past is not None:
+            if n != 1:
+                raise ValueError(f"with cached positions a step decodes one new position, got {n}")
+            k = torch.cat([past[0].flatten(0, 1), k], dim=2)
+            v = torch.cat([past[1].flatten(0, 1), v], dim=2)
+        x = x + self.drop(self.self_attn.attend(h, k, v, causal=past is None)).view(b, w, n, d)
+        q = self.norm2(x).view(b, w * n, d)
+        x = x + self.drop(self.cross_attn.attend(q, *memory_kv, memory_mask)).view(b, w, n, d)
+        return x + self.drop(self.ffn(self.norm3(x))), (k.unflatten(0, (b, w)), v.unflatten(0, (b, w)))
 
 
 class TigerModel(nn.Module):
@@ -128,6 +183,32 @@ class TigerModel(nn.Module):
         depth = tgt_in.shape[1] - 1
         hidden = self.decode(tgt_in, memory, memory_mask)[:, -1]
         return F.log_softmax(self.level_logits(hidden, depth).float(), dim=-1)
+
+    @property
+    def decoder_layers(self) -> list[DecoderLayer]:
+        return [cast(DecoderLayer, layer) for layer in self.decoder]
+
+    def decoder_memory(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> DecoderMemory:
+        """Every decoder layer's cross-attention keys/values of ``memory`` (B, S, d), computed once for a search."""
+        return DecoderMemory([layer.cross_attn.keys_values(memory) for layer in self.decoder_layers], memory_mask)
+
+    def beam_logprobs(self, tokens: torch.Tensor, memory: DecoderMemory) -> tuple[torch.Tensor, DecoderMemory]:
+        """Beam-search step: (B, W, t) decoder tokens of W beams per user -> (B, W, level_sizes[t - 1])
+        log-probs of the next code (equal to :meth:`next_logprobs` on each beam), and ``memory`` with
+        the new position cached. Only the positions ``memory`` has not decoded yet are computed."""
+        t, done = tokens.shape[2], memory.decoded
+        pos = torch.arange(done, t, device=tokens.device)
+        x = self.drop(self.embed(tokens[:, :, done:]) + self.dec_pos(pos))  # (B, W, t - done, d)
+        past = []
+        for i, (layer, kv) in enumerate(zip(self.decoder_layers, memory.kv)):
+            x, layer_past = layer.beam_forward(x, memory.past[i] if memory.past else None, kv, memory.mask)
+            past.append(layer_past)
+        hidden = self.dec_norm(x[:, :, -1])  # (B, W, d)
+        logp = F.log_softmax(self.level_logits(hidden, t - 1).float(), dim=-1)
+        return logp, DecoderMemory(memory.kv, memory.mask, past)
+
+    def reorder_memory(self, memory: DecoderMemory, beam: torch.Tensor) -> DecoderMemory:
+        return memory.reorder(beam)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_codes: torch.Tensor) -> torch.Tensor:
         """Mean per-position cross-entropy. src: (B, S); tgt_in: (B, D); tgt_codes: (B, D) local codes."""

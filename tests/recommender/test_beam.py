@@ -124,12 +124,18 @@ class PrefersInvalid:
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(src.shape[0], 1, 1), torch.ones(src.shape[0], 1, dtype=torch.bool)
 
-    def next_logprobs(self, tgt_in: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        depth = tgt_in.shape[1] - 1
-        logits = torch.zeros(tgt_in.shape[0], self.layout.level_sizes[depth])
-        logits[:, self.favoured[depth]] = 20.0
+    def decoder_memory(self, memory: torch.Tensor, mask: torch.Tensor) -> None:
+        return None
+
+    def beam_logprobs(self, tokens: torch.Tensor, memory: None) -> tuple[torch.Tensor, None]:
+        depth = tokens.shape[2] - 1
+        logits = torch.zeros(*tokens.shape[:2], self.layout.level_sizes[depth])
+        logits[..., self.favoured[depth]] = 20.0
         logits += 0.01 * torch.arange(self.layout.level_sizes[depth])  # break ties deterministically
-        return F.log_softmax(logits, dim=-1)
+        return F.log_softmax(logits, dim=-1), None
+
+    def reorder_memory(self, memory: None, beam: torch.Tensor) -> None:
+        return None
 
 
 def test_never_yields_invalid_sids_even_when_the_model_prefers_them() -> None:
@@ -165,3 +171,39 @@ def test_recommender_returns_items_and_drops_invalid_unconstrained_sids() -> Non
     free = rec.recommend(hist, 4, 4, constrained=False)
     # The favoured beams decode to SIDs no item has: they are skipped, so fewer than 4 items remain.
     assert (free == -1).any() and set(free[free >= 0].tolist()) <= set(range(6))
+
+
+@pytest.mark.parametrize("t", [1, 2, 3])
+def test_beam_step_equals_next_logprobs_of_each_beam(t: int) -> None:
+    """The folded step (memory keys/values once per user, beams on the query axis), all positions at
+    once or one per call from the cache, and after the beams are reordered = one plain decoder call per
+    beam against that user's own memory, padding in the histories included."""
+    model = small_model(3)
+    src = histories(3, 4)
+    src[0, :4] = 0  # PAD: a shorter history, masked out of cross-attention
+    layout = model.layout
+    rng = np.random.default_rng(t)
+    codes = np.stack([rng.integers(0, s, (3, 4)) for s in SIZES[:t - 1]] or [np.zeros((3, 4), np.int64)],
+                     axis=-1)[:, :, :t - 1]
+    tokens = torch.cat([torch.full((3, 4, 1), BOS), torch.from_numpy(codes + np.asarray(
+        layout.level_offsets[:t - 1], dtype=np.int64))], dim=2)  # (B, W, t)
+    with torch.no_grad():
+        memory, mask = model.encode(src)
+        state = model.decoder_memory(memory, mask)
+        folded, _ = model.beam_logprobs(tokens, state)  # all t positions at once
+        cached = state
+        for step in range(1, t + 1):  # one position per call, the earlier ones from the cache
+            stepwise, cached = model.beam_logprobs(tokens[:, :, :step], cached)
+        for b in range(3):
+            plain = model.next_logprobs(tokens[b], memory[b:b + 1].expand(4, -1, -1), mask[b:b + 1].expand(4, -1))
+            torch.testing.assert_close(folded[b], plain, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(stepwise[b], plain, atol=1e-5, rtol=1e-5)
+        shuffled = torch.tensor([[2, 0, 0, 3]] * 3)  # beams picked after a topk: the cache follows them
+        _, moved = model.beam_logprobs(tokens[:, :, :1], state)
+        moved = model.reorder_memory(moved, shuffled)
+        if t > 1:
+            after, _ = model.beam_logprobs(torch.gather(tokens, 1, shuffled[:, :, None].expand(-1, -1, t))[:, :, :2],
+                                           moved)
+            plain = model.next_logprobs(tokens[1, [2, 0, 0, 3], :2], memory[1:2].expand(4, -1, -1),
+                                        mask[1:2].expand(4, -1))
+            torch.testing.assert_close(after[1], plain, atol=1e-5, rtol=1e-5)
