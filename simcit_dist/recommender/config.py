@@ -191,6 +191,13 @@ class RecommenderRunSection(RunSection):
 
     name: str = "recommender"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_to_keep < 2:
+            raise ValueError(f"run.num_to_keep must be >= 2 for a recommender run, got {self.num_to_keep}: Ray keeps "
+                             "the latest checkpoint besides the best ones, so with 1 a worse last epoch evicts the "
+                             "best epoch that evaluation loads")
+
 
 @dataclass
 class TrainRecommenderJobConfig:

@@ -175,11 +175,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             break
         start = time.time()
         train_loss = train_epoch(engine, task, cfg.train, epoch, rank, steps, state)
+        train_seconds = time.time() - start
         valid = validate(engine, task, cfg.eval, world)
         score = valid[f"recall@{cfg.eval.epoch_metric_k}"] if scripted is None else scripted[epoch]
         stopper.update(state, epoch + 1, score)  # every rank sees the same all-reduced score
         metrics = {"epoch": epoch + 1, "global_step": state.step, "train_loss": train_loss,
                    **{f"valid/{k}": v for k, v in valid.items()}, "seconds": time.time() - start,
+                   "train_seconds": train_seconds, "train_examples": steps * cfg.train.batch_size,
                    SCORE: score if score == score else -1.0, "best_epoch": state.best_epoch}
         state.epoch = epoch + 1
         state.history.append(metrics)
@@ -313,7 +315,7 @@ def fit(job: TrainingJob, run: RunSection) -> FitResult:
     best = next((ckpt for ckpt, m in result.best_checkpoints or [] if m.get("epoch") == state.best_epoch), None)
     if best is None and state.best_epoch:
         raise RuntimeError(f"run {run.name!r}: the checkpoint of the best epoch ({state.best_epoch}) is gone; "
-                           "run.num_to_keep must be >= 1")
+                           "run.num_to_keep must be >= 2 (Ray keeps the latest checkpoint besides the best ones)")
     return FitResult(latest, _location(best, root) if best is not None else latest, state)
 
 

@@ -135,3 +135,14 @@ def test_sasrec_trains_on_ray_and_beats_most_popular(tmp_path, ray_local) -> Non
     assert meta.num_items == cfg.num_items and meta.items_version == load_item_catalog(
         str(tmp_path / "catalog")).version
     assert (tmp_path / "out" / "report.md").read_text().startswith("# SASRec")
+
+
+def test_recommender_runs_keep_at_least_two_checkpoints() -> None:
+    """Ray keeps the latest checkpoint besides the best: with one, a worse last epoch evicts the best."""
+    from simcit_dist.recommender.config import RecommenderRunSection
+    from simcit_dist.recommender.sasrec.config import SasrecRunSection
+
+    for section in (RecommenderRunSection, SasrecRunSection):
+        with pytest.raises(ValueError, match="run.num_to_keep must be >= 2 for a recommender run"):
+            section(num_to_keep=1)
+        assert section().num_to_keep == 2

@@ -93,7 +93,7 @@ def weights(result: FitResult) -> dict[str, torch.Tensor]:
 
 
 def without_time(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    return [{k: v for k, v in h.items() if k not in ("seconds", "train_seconds")} for h in history]
 
 
 def test_zero2_resume_continues_and_matches_uninterrupted_zero0(dataset) -> None:
