@@ -97,3 +97,14 @@ def init_ray(num_cpus: int | None = None) -> None:
         # otherwise guess the address and stop at "Found multiple active Ray instances" when another
         # Ray runs on the machine: point them at ours.
         os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+
+
+def log_split_metrics(job: str, report: dict[str, Any], k: int) -> None:
+    """One line per split of a recommender run's metrics: Recall/NDCG@k beside most-popular's."""
+    import logging
+
+    log = logging.getLogger(job)
+    for split in ("valid", "test"):
+        m = report[split]
+        log.info("%s: Recall@%d %.4f NDCG@%d %.4f (most popular: Recall@%d %.4f) over %d examples", split, k,
+                 m[f"recall@{k}"], k, m[f"ndcg@{k}"], k, m[f"popular/recall@{k}"], m["count"])

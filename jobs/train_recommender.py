@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from _common import init_ray, parse, run_main
+from _common import init_ray, log_split_metrics, parse, run_main
 
 from simcit_dist.recommender.config import TrainRecommenderJobConfig
 from simcit_dist.recommender.pipeline import train_and_evaluate
@@ -24,12 +24,8 @@ def main() -> None:
     init_ray(args.num_cpus)
     report = train_and_evaluate(cfg.interactions, cfg.sid_root, cfg.recommender(), cfg.output, cfg.run,
                                 cfg.storage, cfg.sid_version)
-    k = cfg.eval.epoch_metric_k
+    log_split_metrics("train_recommender", report, cfg.eval.epoch_metric_k)
     log = logging.getLogger("train_recommender")
-    for split in ("valid", "test"):
-        m = report[split]
-        log.info("%s: Recall@%d %.4f NDCG@%d %.4f (most popular: Recall@%d %.4f) over %d examples", split, k,
-                 m[f"recall@{k}"], k, m[f"ndcg@{k}"], k, m[f"popular/recall@{k}"], m["count"])
     log.info("run directory: %s", cfg.output)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from _common import init_ray, parse, run_main
+from _common import init_ray, log_split_metrics, parse, run_main
 
 from simcit_dist.recommender.sasrec.config import TrainSasrecJobConfig
 from simcit_dist.recommender.sasrec.pipeline import train_and_evaluate_sasrec
@@ -23,12 +23,8 @@ def main() -> None:
     cfg, args = parse(__doc__ or "", TrainSasrecJobConfig, "conf/sasrec_beauty.yaml")
     init_ray(args.num_cpus)
     report = train_and_evaluate_sasrec(cfg.interactions, cfg.catalog, cfg.sasrec(), cfg.output, cfg.run, cfg.storage)
-    k = cfg.eval.epoch_metric_k
+    log_split_metrics("train_sasrec", report, cfg.eval.epoch_metric_k)
     log = logging.getLogger("train_sasrec")
-    for split in ("valid", "test"):
-        m = report[split]
-        log.info("%s: Recall@%d %.4f NDCG@%d %.4f (most popular: Recall@%d %.4f) over %d examples", split, k,
-                 m[f"recall@{k}"], k, m[f"ndcg@{k}"], k, m[f"popular/recall@{k}"], m["count"])
     log.info("run directory: %s (selected epoch %d)", cfg.output, report["selected_epoch"])
 
 
