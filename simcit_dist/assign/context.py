@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from simcit_dist.assign import publish as pub
 from simcit_dist.assign.config import AssignJobConfig
 from simcit_dist.config_loader import to_dict
-from simcit_dist.data.parquet_io import check_files, read_schema
+from simcit_dist.data.parquet_io import check_files, file_schema
 from simcit_dist.data.schemas import check_catalog_schema
 from simcit_dist.sids.manifest import SidManifest
 from simcit_dist.sids.table import SIDTableError, code_columns, resolve_version
@@ -50,8 +50,8 @@ def prepare_context(cfg: AssignJobConfig) -> AssignContext:
     root, catalog, artifact = (resolve(u, cfg.storage) for u in (cfg.output, cfg.catalog, cfg.tokenizer))
     tokenizer, _, _ = load_artifact(artifact)
     dims = dict(tokenizer.input_dims)  # type: ignore[attr-defined]
-    check_catalog_schema(read_schema(catalog), dims, catalog.uri)  # dims must match the tokenizer
-    check_files(catalog)  # every footer, in parallel: a bad file fails in seconds, before the actors start
+    files = check_files(catalog)  # every footer, in parallel: a bad file fails in seconds, before the actors start
+    check_catalog_schema(file_schema(files[0][0]), dims, catalog.uri)  # dims must match the tokenizer
     previous, prev_manifest = None, None
     if cfg.previous:
         try:

@@ -55,14 +55,16 @@ def clear_leftovers(root: Location, version: str, stale_after_s: float) -> None:
             if prefix == LEGACY_SCRATCH or done or age is None or age > stale_after_s:
                 log.warning("removing leftovers of a dead assignment run: %s", run.uri)
                 delete_dir(run)
-        if exists(base) and not list_files(base):
-            delete_dir(base)
+        _delete_if_empty(base)
 
 
 def finish_run(root: Location, staging: Location) -> None:
     """Remove this run's staging directory (and the staging prefix when it is empty)."""
     delete_dir(staging)
-    base = root.child(STAGING)
+    _delete_if_empty(root.child(STAGING))
+
+
+def _delete_if_empty(base: Location) -> None:
     if exists(base) and not list_files(base):
         delete_dir(base)
 
