@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -51,8 +51,14 @@ class ModelMeta:
                    SidLayout.from_dict(data["layout"]), data["sid_root"], data["sid_version"])
 
 
-def save_model(out: Location, state_dict: dict[str, torch.Tensor], meta: ModelMeta) -> None:
-    """Write fp32 weights and metadata under ``out``."""
+class ExportMeta(Protocol):
+    """What an exported model's ``config.json`` is written from (:class:`ModelMeta`, SASRec's meta)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def save_model(out: Location, state_dict: dict[str, torch.Tensor], meta: ExportMeta) -> None:
+    """Write fp32 weights and metadata under ``out`` (any model family's exported directory)."""
     buffer = io.BytesIO()
     torch.save({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in state_dict.items()},
                buffer)

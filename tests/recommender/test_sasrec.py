@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from simcit_dist.data.parquet_io import write_table
 from simcit_dist.recommender.config import DataConfig, EvalConfig, RecommenderTrainConfig
 from simcit_dist.recommender.examples import UserSequences
+from simcit_dist.recommender.export import save_model
 from simcit_dist.recommender.sasrec.batches import left_align, training_windows, window_batch
 from simcit_dist.recommender.sasrec.config import SasrecConfig, SasrecModelConfig
 from simcit_dist.recommender.sasrec.items import item_catalog, load_item_catalog
 from simcit_dist.recommender.sasrec.model import SasrecModel
 from simcit_dist.recommender.sasrec.pipeline import train_and_evaluate_sasrec
-from simcit_dist.recommender.sasrec.ranking import SasrecMeta, SasrecRanker, load_sasrec, save_sasrec
+from simcit_dist.recommender.sasrec.ranking import SasrecMeta, SasrecRanker, load_sasrec
 from simcit_dist.recommender.sasrec.training import check_items_version
 from simcit_dist.recommender.sequences import target_ranges
 from simcit_dist.storage import resolve
@@ -95,7 +96,7 @@ def test_full_ranking_equals_brute_force_top_k(model) -> None:
 def test_resume_refuses_another_item_catalog(tmp_path, model) -> None:
     meta = SasrecMeta(SasrecModelConfig(hidden_dim=16, num_layers=2, num_heads=2, ffn_dim=32, dropout=0.0),
                       DataConfig(max_history=6), 23, "items-23-a")
-    save_sasrec(resolve(str(tmp_path / "model")), model.state_dict(), meta)
+    save_model(resolve(str(tmp_path / "model")), model.state_dict(), meta)
     check_items_version(str(tmp_path / "model"), "items-23-a")
     with pytest.raises(ValueError, match="trained on item catalog 'items-23-a', not 'items-23-b'"):
         check_items_version(str(tmp_path / "model"), "items-23-b")

@@ -19,7 +19,7 @@ from simcit_dist.recommender.export import CONFIG_FILE, MODEL_FILE, model_dir
 from simcit_dist.recommender.sasrec.batches import left_align
 from simcit_dist.recommender.sasrec.config import SasrecModelConfig
 from simcit_dist.recommender.sasrec.model import SasrecModel
-from simcit_dist.storage import Location, StorageConfig, read_bytes, read_json, write_bytes, write_json
+from simcit_dist.storage import Location, StorageConfig, read_bytes, read_json
 
 KIND = "sasrec"
 
@@ -44,13 +44,6 @@ class SasrecMeta:
 
     def build_model(self) -> SasrecModel:
         return SasrecModel(self.model, self.num_items, self.data.max_history)
-
-
-def save_sasrec(out: Location, state_dict: dict[str, torch.Tensor], meta: SasrecMeta) -> None:
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().float().cpu() for k, v in state_dict.items()}, buffer)
-    write_bytes(out.child(MODEL_FILE), buffer.getvalue())
-    write_json(out.child(CONFIG_FILE), meta.to_dict())
 
 
 def load_sasrec_meta(uri: str | Location, storage: StorageConfig | None = None) -> SasrecMeta:

@@ -10,9 +10,10 @@ import torch
 
 from simcit_dist.recommender.evaluation import score_examples
 from simcit_dist.recommender.examples import load_shard
+from simcit_dist.recommender.export import save_model
 from simcit_dist.recommender.sasrec.batches import SasrecBatch, sasrec_train_batches, training_windows
 from simcit_dist.recommender.sasrec.config import SasrecConfig
-from simcit_dist.recommender.sasrec.ranking import SasrecMeta, SasrecRanker, load_sasrec_meta, save_sasrec
+from simcit_dist.recommender.sasrec.ranking import SasrecMeta, SasrecRanker, load_sasrec_meta
 from simcit_dist.storage import Location, StorageConfig, resolve
 
 
@@ -61,7 +62,7 @@ class SasrecTask:
         check_items_version(model_dir, self.meta.items_version)
 
     def save_model(self, out: Location, weights: dict[str, torch.Tensor]) -> None:
-        save_sasrec(out, weights, self.meta)
+        save_model(out, weights, self.meta)
 
 
 def check_items_version(model_dir: str, items_version: str) -> None:
