@@ -147,6 +147,15 @@ def list_files(loc: Location, suffix: str = "", recursive: bool = True) -> list[
     return sorted(out, key=lambda x: x.path)
 
 
+def total_bytes(loc: Location) -> int:
+    """Bytes of every file under ``loc``, hidden ones included (0 when it does not exist)."""
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+
+
 def _is_hidden(root: str, path: str) -> bool:
     rel = posixpath.relpath(path, root)
     return any(part.startswith((".", "_")) for part in rel.split("/"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -29,14 +30,22 @@ from simcit_dist.storage import (
     read_text,
     replace_dir,
     staging_sibling,
+    total_bytes,
     write_json,
 )
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PairViewBuild:
+    rows: int  # rows of the pair view
+    shuffled_bytes: int  # exchange files written by both rounds (0: an earlier build was reused)
+    catalog_rows_shuffled: int  # catalog rows that went through round 1 (0: reused)
+
+
 def build_pair_views(catalog: Location, pairs: Location, modalities: Sequence[str], output: Location,
-                     num_partitions: int, anchor_fraction: float = 1.0) -> int:
+                     num_partitions: int, anchor_fraction: float = 1.0) -> PairViewBuild:
     """Write every catalog item with one co-occurring partner per row (an item with p pairs appears
     p times; an item without pairs once, with a null partner). Pairs count in both directions.
     With ``anchor_fraction`` < 1 only that fraction of the items (by id hash) get rows; their
@@ -46,9 +55,15 @@ def build_pair_views(catalog: Location, pairs: Location, modalities: Sequence[st
     catalog rows (by ``item_id``) and links (by partner id) in the same partitions and attaches the
     partner's embeddings; round 2 brings those rows to their anchor's partition (the catalog is
     already partitioned by ``item_id``) and attaches the anchor's. Memory per task ~ (catalog +
-    links) / ``num_partitions``. Storage: the catalog once more as scratch, plus ~ rows x (1 + 2)
-    embedding bytes (partner-attached links, then the output), rows ~ anchor_fraction x (catalog
-    items + 2 x pairs); the scratch is deleted at the end.
+    links) / ``num_partitions``. Storage: the catalog rows of round 1 once more as scratch, plus
+    ~ rows x (1 + 2) embedding bytes (partner-attached links, then the output), rows ~
+    anchor_fraction x (catalog items + 2 x pairs); the scratch is deleted at the end.
+
+    A sample shuffles only the catalog rows it needs: the sampled anchors (an id hash, known to
+    every reader) and their partners. The partner ids are collected first from the pairs (8 bytes
+    per sampled link, in the driver and shared read-only with every catalog reader through the
+    object store) and the catalog is filtered as it is read, so a 5 % view moves ~5 % of the
+    embedding bytes instead of the whole catalog.
     """
     if exists(output.child("_SUCCESS")):
         built = _built_fraction(output)
@@ -57,27 +72,58 @@ def build_pair_views(catalog: Location, pairs: Location, modalities: Sequence[st
                 f"pair views at {output.uri} were built with anchor_fraction {built}, this run asks for "
                 f"{anchor_fraction}: delete them, or set data.pair_views to another location")
         log.info("pair views already built at %s", output.uri)
-        return count_rows(output)
+        return PairViewBuild(count_rows(output), 0, 0)
     staged = staging_sibling(output)
     scratch = staged.child("_exchange")
     try:
         cat_cols = [ITEM_ID, *modalities]
-        read_dataset(catalog, columns=cat_cols).write_datasink(
-            ExchangeSink(scratch.child("one"), [ITEM_ID], num_partitions, "cat"))
+        cat = read_dataset(catalog, columns=cat_cols)
+        if anchor_fraction < 1:
+            partners = ray.put(_sampled_partner_ids(pairs, anchor_fraction))
+            cat = cat.map_batches(partial(_needed_rows, partners=partners, anchor_fraction=anchor_fraction),
+                                  batch_format="pyarrow")
+        cat_sink = ExchangeSink(scratch.child("one"), [ITEM_ID], num_partitions, "cat")
+        cat.write_datasink(cat_sink)
         read_dataset(pairs, columns=["item_a", "item_b"]).map_batches(
             partial(_links, anchor_fraction=anchor_fraction), batch_format="pyarrow").write_datasink(
             ExchangeSink(scratch.child("one"), [PARTNER_ID], num_partitions, "links"))
         ray.get([_attach_partner.remote(scratch, p, list(modalities), num_partitions) for p in range(num_partitions)])
         rows = sum(ray.get([_attach_anchor.remote(scratch, staged, p, list(modalities), anchor_fraction)
                             for p in range(num_partitions)]))
+        shuffled = total_bytes(scratch)
         delete_dir(scratch)
-        write_json(staged.child("_SUCCESS"), {"anchor_fraction": anchor_fraction, "rows": rows})
+        write_json(staged.child("_SUCCESS"), {"anchor_fraction": anchor_fraction, "rows": rows,
+                                              "shuffled_bytes": shuffled,
+                                              "catalog_rows_shuffled": cat_sink.rows_written})
         replace_dir(staged, output)
     except BaseException:
         delete_dir(staged)
         raise
-    log.info("pair views: %d rows written to %s", rows, output.uri)
-    return rows
+    log.info("pair views: %d rows written to %s (%d catalog rows and %.1f MB shuffled)", rows, output.uri,
+             cat_sink.rows_written, shuffled / 1e6)
+    return PairViewBuild(rows, shuffled, cat_sink.rows_written)
+
+
+def _sampled_partner_ids(pairs: Location, anchor_fraction: float) -> np.ndarray:
+    """Sorted unique ids of every partner of a sampled anchor (int64)."""
+    ids = read_dataset(pairs, columns=["item_a", "item_b"]).map_batches(
+        partial(_partner_ids, anchor_fraction=anchor_fraction), batch_format="pyarrow")
+    parts = [np.asarray(b[PARTNER_ID]) for b in ids.iter_batches(batch_format="numpy", batch_size=None)]
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def _partner_ids(batch: pa.Table, anchor_fraction: float) -> pa.Table:
+    ids = np.unique(_links(batch, anchor_fraction).column(PARTNER_ID).to_numpy())
+    return pa.table({PARTNER_ID: ids})
+
+
+def _needed_rows(batch: pa.Table, partners: ray.ObjectRef, anchor_fraction: float) -> pa.Table:
+    """The catalog rows a sampled view reads: sampled anchors and partners of sampled anchors."""
+    wanted = ray.get(partners)  # read-only and zero-copy from the node's object store
+    ids = batch.column(ITEM_ID).to_numpy()
+    pos = np.minimum(np.searchsorted(wanted, ids), max(len(wanted) - 1, 0))
+    is_partner = (wanted[pos] == ids) if len(wanted) else np.zeros(len(ids), bool)
+    return batch.filter(pa.array(is_partner | anchor_mask(ids, anchor_fraction)))
 
 
 def _built_fraction(output: Location) -> float:

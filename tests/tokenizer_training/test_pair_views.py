@@ -56,29 +56,34 @@ def _check(got: pa.Table, catalog: pa.Table, expected: list[tuple[int, int | Non
 def test_pair_views_equal_reference_join(tmp_path, ray_local) -> None:
     catalog, a, b = _inputs(tmp_path)
     ids = catalog.column("item_id").to_numpy()
-    rows = build_pair_views(resolve(str(tmp_path / "catalog")), resolve(str(tmp_path / "pairs")),
-                            ["emb_a", "emb_b"], resolve(str(tmp_path / "views")), num_partitions=3)
+    built = build_pair_views(resolve(str(tmp_path / "catalog")), resolve(str(tmp_path / "pairs")),
+                             ["emb_a", "emb_b"], resolve(str(tmp_path / "views")), num_partitions=3)
     got = read_table(resolve(str(tmp_path / "views")))
-    assert rows == got.num_rows
+    assert built.rows == got.num_rows
+    assert built.catalog_rows_shuffled == catalog.num_rows and built.shuffled_bytes > 0
     _check(got, catalog, _reference(ids, a, b, set(ids.tolist())))
 
 
 def test_pair_views_of_a_sample_of_anchors(tmp_path, ray_local) -> None:
     """anchor_fraction keeps the rows of the sampled items only; their partners come from the whole
-    catalog; the built views are reused at the same fraction and refused at another one."""
+    catalog, but only the catalog rows of anchors and their partners are shuffled; the built views
+    are reused at the same fraction and refused at another one."""
     catalog, a, b = _inputs(tmp_path)
     ids = catalog.column("item_id").to_numpy()
     anchors = set(ids[anchor_mask(ids, 0.3)].tolist())
     assert 100 < len(anchors) < 200  # about 30 % of 500
     views = resolve(str(tmp_path / "views"))
     args = (resolve(str(tmp_path / "catalog")), resolve(str(tmp_path / "pairs")), ["emb_a", "emb_b"], views)
-    rows = build_pair_views(*args, num_partitions=3, anchor_fraction=0.3)
+    built = build_pair_views(*args, num_partitions=3, anchor_fraction=0.3)
     got = read_table(views)
-    assert rows == got.num_rows
+    assert built.rows == got.num_rows
     expected = _reference(ids, a, b, anchors)
     assert any(p is not None and p not in anchors for _, p in expected)  # partners outside the sample
     _check(got, catalog, expected)
-    assert build_pair_views(*args, num_partitions=3, anchor_fraction=0.3) == rows
+    needed = anchors | {p for _, p in expected if p is not None}
+    assert built.catalog_rows_shuffled == len(needed) < len(ids)  # not the whole catalog
+    again = build_pair_views(*args, num_partitions=3, anchor_fraction=0.3)
+    assert again.rows == built.rows and again.shuffled_bytes == 0  # reused
     with pytest.raises(ValueError, match="anchor_fraction 0.3, this run asks for 1.0"):
         build_pair_views(*args, num_partitions=3)
 
