@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:  # `python bench/run_all.py` from a checkout
 
 from simcit_dist.worker_env import WORKER_ENV_VARS  # noqa: E402
 
-MODULES = ["tokenizer", "assign", "pair_views", "recommender", "recommender_job", "decode", "memory", "e2e"]
+MODULES = ["tokenizer", "assign", "pair_views", "kmeans", "recommender", "recommender_job", "decode", "memory", "e2e"]
 RESULTS = REPO / "bench" / "results"
 SMOKE_RESULTS = REPO / "runs" / "bench-smoke" / "results"
 
