@@ -66,7 +66,7 @@ def faiss_kmeans(x: np.ndarray, k: int, iters: int, threads: int) -> tuple[float
                       max_points_per_centroid=math.ceil(x.shape[0] / k) + 1)  # every row, as ours
     start = time.perf_counter()
     km.train(x)
-    return time.perf_counter() - start, torch.from_numpy(km.centroids.copy())
+    return time.perf_counter() - start, torch.from_numpy(np.array(km.centroids, dtype=np.float32))
 
 
 def run(ctx: BenchContext) -> BenchResult:
