@@ -133,8 +133,30 @@ class FoursquareConfig:
                              f"{self.fourier_features}, {self.fourier_scale}")
 
 
-Source = Literal["algr", "amazon", "foursquare"]
-SOURCES = ("algr", "amazon", "foursquare")
+@dataclass
+class EmbeddingsConfig:
+    """Bring your own embeddings: one item-embedding file -> a new modality of an existing catalog
+    (:mod:`simcit_dist.inputs.converters.embeddings`)."""
+
+    catalog: str = ""  # the catalog the embeddings join by item_id (its columns are kept)
+    input: str = ""  # .npy (N, d) | .pt (dict of 'ids' and 'embeddings') | Parquet file or prefix
+    ids: str | None = None  # .npy / bare .pt tensor: the (N,) integer .npy of each row's item id
+    id_column: str = "item_id"  # Parquet input: the item id column
+    embedding_column: str = "embedding"  # Parquet input: the float list column
+    dim: int = 0  # 0 = from the file (array shape, fixed-size list); a variable-length list needs it
+    column: str = "emb_byo"  # the new modality's column in the output catalog
+    rows_per_task: int = 262_144  # array rows per Ray task
+    num_partitions: int = 16  # exchange partitions of the id join (memory per task ~ rows / this)
+
+    def __post_init__(self) -> None:
+        if self.dim < 0 or self.rows_per_task < 1 or self.num_partitions < 1:
+            raise ValueError("embeddings.dim must be >= 0, rows_per_task and num_partitions >= 1")
+        if not self.column.startswith("emb_"):
+            raise ValueError(f"embeddings.column must start with 'emb_' (a modality column), got {self.column!r}")
+
+
+Source = Literal["algr", "amazon", "foursquare", "embeddings"]
+SOURCES = ("algr", "amazon", "foursquare", "embeddings")
 
 
 @dataclass
@@ -148,6 +170,7 @@ class ConvertJobConfig:
     algr: AlgrConfig = field(default_factory=AlgrConfig)
     amazon: AmazonConfig = field(default_factory=AmazonConfig)
     foursquare: FoursquareConfig = field(default_factory=FoursquareConfig)
+    embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
@@ -158,7 +181,9 @@ class ConvertJobConfig:
         required = {"algr": [("algr.input", self.algr.input)],
                     "amazon": [("amazon.inter_json", self.amazon.inter_json)],
                     "foursquare": [("foursquare.checkins", self.foursquare.checkins),
-                                   ("foursquare.pois", self.foursquare.pois)]}[self.source]
+                                   ("foursquare.pois", self.foursquare.pois)],
+                    "embeddings": [("embeddings.catalog", self.embeddings.catalog),
+                                   ("embeddings.input", self.embeddings.input)]}[self.source]
         for name, value in required:
             if not value:
                 raise ValueError(f"{name} must be set when source is {self.source!r}")

@@ -7,7 +7,9 @@ One source per run (``ConvertJobConfig.source``):
   over byte / row ranges, because these inputs are tens of GB;
 - ``amazon`` (:mod:`.amazon`): Amazon Scientific (text -> ``emb_text``) and Beauty (behaviour
   only), TIGER / LETTER layout;
-- ``foursquare`` (:mod:`.foursquare`): Foursquare NYC/TKY check-ins and POI coordinates.
+- ``foursquare`` (:mod:`.foursquare`): Foursquare NYC/TKY check-ins and POI coordinates;
+- ``embeddings`` (:mod:`.embeddings`): the user's own item embeddings (.npy, .pt, Parquet) as a
+  new modality of an existing catalog, joined by item id.
 
 Every run writes ``<output>/{catalog,pairs,interactions,...}/``, ``<output>/rejects/`` and
 ``<output>/summary.json`` through a staging prefix (:mod:`simcit_dist.data.run_output`), and
@@ -23,6 +25,7 @@ from simcit_dist.inputs.converters.algr_csv import convert_item_emb_csv
 from simcit_dist.inputs.converters.algr_npz import convert_npz
 from simcit_dist.inputs.converters.algr_sequences import convert_sequences
 from simcit_dist.inputs.converters.amazon import convert_amazon
+from simcit_dist.inputs.converters.embeddings import convert_embeddings
 from simcit_dist.inputs.converters.foursquare import convert_foursquare
 from simcit_dist.storage import Location, resolve
 
@@ -43,6 +46,8 @@ def convert(cfg: ConvertJobConfig) -> RunReport:
             _convert_algr(cfg, staged, report)
         elif cfg.source == "amazon":
             convert_amazon(cfg.amazon, cfg.storage, staged, report)
+        elif cfg.source == "embeddings":
+            convert_embeddings(cfg.embeddings, cfg.storage, staged, report)
         else:
             convert_foursquare(cfg.foursquare, cfg.storage, staged, report)
 
