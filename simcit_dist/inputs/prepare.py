@@ -44,6 +44,7 @@ import pyarrow as pa
 import ray
 
 from simcit_dist.config_loader import to_dict
+from simcit_dist.data.id_lookup import find_sorted
 from simcit_dist.data.parquet_io import check_files, file_schema, iter_file_batches, read_table
 from simcit_dist.data.parquet_parts import PartWriter, hash_bucket, read_partition, write_partitioned
 from simcit_dist.data.rejects import DUPLICATE_ITEM_ID, UNKNOWN_ITEM, RejectBuffer, TableSummary
@@ -262,9 +263,7 @@ def _join_bucket(bucket: int, known: Location | None, parts: Parts, scratch: Loc
     refs = read_partition(parts, REF_SCHEMA)
     ids = refs["item_id"].to_numpy()
     known_ids = read_table(known)["item_id"].to_numpy() if known is not None else np.zeros(0, np.int64)
-    pos = np.minimum(np.searchsorted(known_ids, ids), max(len(known_ids) - 1, 0))
-    found = (known_ids[pos] == ids) if len(known_ids) else np.zeros(len(ids), dtype=bool)
-    missing = refs.filter(pa.array(~found))
+    missing = refs.filter(pa.array(~find_sorted(known_ids, ids)[1]))
     return write_partitioned(missing, missing["file"].to_numpy(), scratch.child("unknown", f"part-{bucket:05d}.parquet"))
 
 

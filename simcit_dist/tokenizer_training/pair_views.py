@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import ray
 
 from simcit_dist.data.exchange import ExchangeSink, read_partition, write_partitions
+from simcit_dist.data.id_lookup import find_sorted
 from simcit_dist.data.id_sample import anchor_mask
 from simcit_dist.data.parquet_io import count_rows, read_dataset, write_table
 from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX
@@ -121,8 +122,7 @@ def _needed_rows(batch: pa.Table, partners: ray.ObjectRef, anchor_fraction: floa
     """The catalog rows a sampled view reads: sampled anchors and partners of sampled anchors."""
     wanted = ray.get(partners)  # read-only and zero-copy from the node's object store
     ids = batch.column(ITEM_ID).to_numpy()
-    pos = np.minimum(np.searchsorted(wanted, ids), max(len(wanted) - 1, 0))
-    is_partner = (wanted[pos] == ids) if len(wanted) else np.zeros(len(ids), bool)
+    is_partner = find_sorted(wanted, ids)[1]
     return batch.filter(pa.array(is_partner | anchor_mask(ids, anchor_fraction)))
 
 
@@ -150,10 +150,7 @@ def _chunk(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 def _take_by_id(table: pa.Table, key: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row of each id in ``table`` sorted by ``key``, found mask)."""
-    keys = table.column(key).to_numpy()
-    pos = np.minimum(np.searchsorted(keys, ids), max(len(keys) - 1, 0))
-    found = (keys[pos] == ids) if len(keys) else np.zeros(len(ids), bool)
-    return pos, found
+    return find_sorted(table.column(key).to_numpy(), ids)
 
 
 @ray.remote

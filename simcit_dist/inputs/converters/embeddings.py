@@ -32,6 +32,7 @@ import pyarrow as pa
 import ray
 
 from simcit_dist.data.exchange import ExchangeSink, read_partition, write_partitions
+from simcit_dist.data.id_lookup import find_sorted
 from simcit_dist.data.parquet_io import (
     check_files,
     file_schema,
@@ -270,8 +271,7 @@ def _join(scratch: Location, partition: int, out: Location, column: str, dim: in
         dup = np.zeros(len(ids), bool)
         dup[1:] = ids[1:] == ids[:-1]
         cat_ids = np.sort(cat.column(ITEM_ID).to_numpy()) if cat is not None else np.zeros(0, np.int64)
-        pos = np.minimum(np.searchsorted(cat_ids, ids), max(len(cat_ids) - 1, 0))
-        known = (cat_ids[pos] == ids) if len(cat_ids) else np.zeros(len(ids), bool)
+        known = find_sorted(cat_ids, ids)[1]
         firsts = np.flatnonzero(~dup)
         first_of = firsts[np.searchsorted(firsts, np.arange(len(ids)), side="right") - 1]
         files, rows = emb.column(FILE).to_numpy(), emb.column(ROW).to_numpy()
