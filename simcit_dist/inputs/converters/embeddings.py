@@ -235,10 +235,7 @@ def _parquet_task(loc: Location, index: int, id_column: str, emb_column: str, di
     kept, rows = [], 0
     for first, batch in iter_file_batches(loc, [id_column, emb_column]):
         batch = pa.RecordBatch.from_arrays(batch.columns, names=[ITEM_ID, column])
-        checked = check_catalog_batch(batch, first, {column: dim}, rejects)
-        table = checked.table(batch, checked.keep)
-        kept.append(table.append_column(FILE, pa.array(np.full(table.num_rows, index, np.int32)))
-                    .append_column(ROW, pa.array(first + np.flatnonzero(checked.keep), pa.int64())))
+        kept.append(_checked_rows(batch, first, column, dim, index, rejects))
         rows += batch.num_rows
     if kept:
         write_partitions(pa.concat_tables(kept), scratch, [ITEM_ID], num_partitions, f"emb-p{index:06d}")
@@ -251,12 +248,18 @@ def _write_rows(ids: np.ndarray, matrix: np.ndarray, dim: int, column: str, uri:
     rejects = RejectBuffer(uri)
     values = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix, np.float32).reshape(-1)), dim)
     batch = pa.RecordBatch.from_arrays([pa.array(ids.astype(np.int64)), values], names=[ITEM_ID, column])
+    write_partitions(_checked_rows(batch, first_row, column, dim, file_index, rejects), scratch, [ITEM_ID],
+                     num_partitions, name)
+    return rejects.table()
+
+
+def _checked_rows(batch: pa.RecordBatch, first_row: int, column: str, dim: int, file_index: int,
+                  rejects: RejectBuffer) -> pa.Table:
+    """The rows of (item_id, column) that pass the catalog row checks, with where each came from."""
     checked = check_catalog_batch(batch, first_row, {column: dim}, rejects)
     table = checked.table(batch, checked.keep)
-    table = table.append_column(FILE, pa.array(np.full(table.num_rows, file_index, np.int32))) \
-                 .append_column(ROW, pa.array(first_row + np.flatnonzero(checked.keep), pa.int64()))
-    write_partitions(table, scratch, [ITEM_ID], num_partitions, name)
-    return rejects.table()
+    return table.append_column(FILE, pa.array(np.full(table.num_rows, file_index, np.int32))) \
+                .append_column(ROW, pa.array(first_row + np.flatnonzero(checked.keep), pa.int64()))
 
 
 @ray.remote
@@ -264,7 +267,7 @@ def _join(scratch: Location, partition: int, out: Location, column: str, dim: in
           sources: list[str]) -> dict[str, Any]:
     cat = read_partition(scratch, partition, "cat")
     emb = read_partition(scratch, partition, "emb")
-    empty: dict[str, Any] = {"joined": 0, "missing": 0, "catalog_rows": 0, "rejects": REJECTS_SCHEMA.empty_table()}
+    result: dict[str, Any] = {"joined": 0, "missing": 0, "catalog_rows": 0, "rejects": REJECTS_SCHEMA.empty_table()}
     if emb is not None and emb.num_rows:
         emb = emb.sort_by([(ITEM_ID, "ascending"), (FILE, "ascending"), (ROW, "ascending")])
         ids = emb.column(ITEM_ID).to_numpy()
@@ -284,10 +287,10 @@ def _join(scratch: Location, partition: int, out: Location, column: str, dim: in
                             "reason": pa.array([reason] * len(idx)),
                             "detail": pa.array([details[reason](i) for i in idx], pa.string())},
                            schema=REJECTS_SCHEMA) for idx, reason in rejected if len(idx)]
-        empty["rejects"] = pa.concat_tables(tables) if tables else empty["rejects"]
+        result["rejects"] = pa.concat_tables(tables) if tables else result["rejects"]
         emb = emb.filter(pa.array(~dup & known))
     if cat is None:
-        return empty
+        return result
     cat = cat.sort_by(ITEM_ID)
     cat_ids = cat.column(ITEM_ID).to_numpy()
     values = np.zeros((len(cat_ids), dim), np.float32)
@@ -300,5 +303,5 @@ def _join(scratch: Location, partition: int, out: Location, column: str, dim: in
     joined = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), dim, mask=pa.array(~present))
     table = cat.append_column(pa.field(column, embedding_type(dim)), joined)
     write_table(table, out.child(f"part-{partition:05d}.parquet"))
-    return {**empty, "joined": int(present.sum()), "missing": int((~present).sum()), "catalog_rows": len(cat_ids)}
+    return {**result, "joined": int(present.sum()), "missing": int((~present).sum()), "catalog_rows": len(cat_ids)}
 
