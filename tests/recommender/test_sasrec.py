@@ -15,6 +15,7 @@ from simcit_dist.recommender.examples import UserSequences
 from simcit_dist.recommender.export import save_model
 from simcit_dist.recommender.sasrec.batches import left_align, training_windows, window_batch
 from simcit_dist.recommender.sasrec.config import SasrecConfig, SasrecModelConfig
+from simcit_dist.recommender.sasrec.item_embeddings import write_item_embeddings
 from simcit_dist.recommender.sasrec.items import item_catalog, load_item_catalog
 from simcit_dist.recommender.sasrec.model import SasrecModel
 from simcit_dist.recommender.sasrec.pipeline import train_and_evaluate_sasrec
@@ -136,6 +137,22 @@ def test_sasrec_trains_on_ray_and_beats_most_popular(tmp_path, ray_local) -> Non
     assert meta.num_items == cfg.num_items and meta.items_version == load_item_catalog(
         str(tmp_path / "catalog")).version
     assert (tmp_path / "out" / "report.md").read_text().startswith("# SASRec")
+    # The selected model's item table, in the layout `convert source: embeddings` reads.
+    exported = tmp_path / "out" / "item_embeddings"
+    assert np.load(exported / "ids.npy").tolist() == sorted(item_ids.tolist())
+    np.testing.assert_array_equal(np.load(exported / "embeddings.npy"), model.item_embed.weight[1:].detach().numpy())
+
+
+def test_item_embeddings_are_the_item_rows_by_catalog_index(tmp_path, model) -> None:
+    ids = np.arange(model.num_items, dtype=np.int64) * 7 + 100
+    write_item_embeddings(model, ids, resolve(str(tmp_path / "emb")))
+    table, got_ids = np.load(tmp_path / "emb" / "embeddings.npy"), np.load(tmp_path / "emb" / "ids.npy")
+    assert table.dtype == np.float32 and got_ids.dtype == np.int64 and got_ids.tolist() == ids.tolist()
+    # Row i scores item index i: the model's own full-catalog scores are states @ table.T.
+    states = torch.randn(3, table.shape[1])
+    torch.testing.assert_close(model.scores(states), states @ torch.from_numpy(table).T)
+    with pytest.raises(ValueError, match="4 item ids for a table of"):
+        write_item_embeddings(model, ids[:4], resolve(str(tmp_path / "bad")))
 
 
 def test_recommender_runs_keep_at_least_two_checkpoints() -> None:
