@@ -138,8 +138,11 @@ class RQKMeansConfig:
     num_levels: int = 3
     codebook_size: int = 256
     iters: int = 20
-    init: Literal["kmeans++", "random"] = "kmeans++"
+    # auto: k-means++ up to 1,024 codes, random rows above (k-means++ is sequential in k)
+    init: Literal["auto", "kmeans++", "random"] = "auto"
     minibatch_size: int = 0  # 0: full-batch Lloyd on the sample; > 0: mini-batch k-means
+    # Lloyd in faiss (auto: when installed, on CPU, full batch) or in torch (the reference kernels)
+    backend: Literal["auto", "torch", "faiss"] = "auto"
     normalize: bool = False  # L2-normalise each modality before concatenating
     max_sample: int = 1_000_000  # items of the sample kept for fitting (the rest is ignored)
     seed: int = 0

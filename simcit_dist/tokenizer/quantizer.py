@@ -138,7 +138,9 @@ class ResidualQuantizer(nn.Module):
         """Codebooks from residual k-means on ``z`` (N, D): level l clusters what levels < l left.
 
         Deterministic given (z, generator): DDP ranks that pass the same gathered latents and
-        seed get identical codebooks, with no broadcast needed.
+        seed get identical codebooks, with no broadcast needed. The torch kernels, not faiss: their
+        result does not depend on a thread count that may differ between ranks, and a batch of
+        latents is small.
         """
         r = z.detach().float()
         for level in range(1 if self.shared else self.num_levels):

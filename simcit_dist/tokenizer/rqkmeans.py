@@ -67,7 +67,7 @@ class RQKMeans(nn.Module):
         metrics: dict[str, float] = {}
         for level in range(self.num_levels):
             centres = km.kmeans(r, self.codebook_size, self.cfg.iters, generator, self.cfg.init,
-                                self.cfg.minibatch_size)
+                                self.cfg.minibatch_size, self.cfg.backend)
             self.quantizer.codebooks[level] = centres
             idx, d2 = km.nearest(r, centres)
             r = r - centres[idx]

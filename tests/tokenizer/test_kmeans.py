@@ -59,3 +59,52 @@ def test_fewer_points_than_centres_still_gives_k_centres() -> None:
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
     centres = km.kmeans(x, 8, 3, torch.Generator().manual_seed(0))
     assert centres.shape == (8, 3) and torch.isfinite(centres).all()
+
+
+def test_auto_init_is_kmeans_pp_up_to_the_limit_then_random() -> None:
+    assert km.resolve_init("auto", km.KMEANS_PP_MAX_K) == "kmeans++"
+    assert km.resolve_init("auto", km.KMEANS_PP_MAX_K + 1) == "random"
+    assert km.resolve_init("random", 4) == "random"
+    with pytest.raises(ValueError, match="k-means init must be"):
+        km.resolve_init("greedy", 4)
+
+
+faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed (the faiss backend's tests need it)")
+
+
+def test_faiss_lloyd_equals_the_torch_reference_from_the_same_seeds() -> None:
+    x, _, _ = _blobs(k=12, per=60, dim=8, spread=2.0, seed=3)  # overlapping blobs: Lloyd moves a lot
+    start = km.kmeans_plus_plus(x, 12, torch.Generator().manual_seed(0))
+    from simcit_dist.tokenizer import kmeans_faiss
+
+    for iters in (1, 4):
+        ref = km.lloyd(x, start, iters)
+        got = kmeans_faiss.lloyd(x, 12, iters, seed=0, start=start)
+        # the same iterations: the same partition, centres equal up to float summation order
+        assert torch.equal(km.nearest(x, got)[0], km.nearest(x, ref)[0])
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_faiss_backend_is_deterministic_and_as_good_as_torch() -> None:
+    x, _, _ = _blobs(k=20, per=100, dim=16, spread=3.0, seed=5)
+    runs = {name: km.kmeans(x, 32, 10, torch.Generator().manual_seed(1), "auto", backend=name)
+            for name in ("faiss", "torch")}
+    again = km.kmeans(x, 32, 10, torch.Generator().manual_seed(1), "auto", backend="faiss")
+    assert torch.equal(runs["faiss"], again) and runs["faiss"].shape == (32, 16)
+    obj = {name: float(km.nearest(x, c)[1].mean()) for name, c in runs.items()}
+    assert obj["faiss"] <= obj["torch"] * 1.05, obj
+    # random seeding is faiss's own, from a seed drawn from the generator
+    r = km.kmeans(x, 32, 10, torch.Generator().manual_seed(1), "random", backend="faiss")
+    assert float(km.nearest(x, r)[1].mean()) <= obj["torch"] * 1.2
+
+
+def test_auto_backend_falls_back_to_torch_where_faiss_cannot_run() -> None:
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    assert km.uses_faiss("auto", x, 8) and not km.uses_faiss("torch", x, 8)
+    assert not km.uses_faiss("auto", x, 64)  # fewer rows than centres
+    assert not km.uses_faiss("auto", x, 8, minibatch_size=16)  # mini-batch k-means is ours
+    with pytest.raises(ValueError, match="needs at least k rows|at least k rows"):
+        km.kmeans(x, 64, 3, torch.Generator().manual_seed(0), backend="faiss")
+    with pytest.raises(ValueError, match="backend must be"):
+        km.uses_faiss("sklearn", x, 8)
+    assert km.kmeans(x, 64, 3, torch.Generator().manual_seed(0), backend="auto").shape == (64, 3)

@@ -229,7 +229,8 @@ def test_mlp_and_heads_shapes_activations_and_gradients() -> None:
         mlp(3, [4], 2, act="tanh")
 
 
-@pytest.mark.parametrize("options", [{"minibatch_size": 100}, {"normalize": True, "init": "random"}])
+@pytest.mark.parametrize("options", [{"minibatch_size": 100}, {"normalize": True, "init": "random"},
+                                     {"backend": "torch", "init": "kmeans++"}, {"backend": "faiss"}])
 def test_rqkmeans_fit_options(options: dict[str, Any], catalog: Catalog) -> None:
     model = make("rqkmeans", catalog, **options)
     batches = [catalog.rows(torch.arange(i, i + 256)) for i in range(0, 1024, 256)]
