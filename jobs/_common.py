@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:  # `python jobs/x.py` from a checkout or a Ray wor
     sys.path.insert(0, str(REPO))
 
 from simcit_dist.config_loader import ConfigError, load_config  # noqa: E402
+from simcit_dist.cpu_claims import LOCAL_RAY_ENV  # noqa: E402
 from simcit_dist.failures import describe, is_input_error  # noqa: E402
 from simcit_dist.logs import setup_logging  # noqa: E402
 from simcit_dist.worker_env import WORKER_ENV_VARS  # noqa: E402
@@ -88,7 +89,10 @@ def init_ray(num_cpus: int | None = None) -> None:
     kwargs: dict[str, Any] = {"log_to_driver": True}
     local = not os.environ.get("RAY_ADDRESS")
     if local:
-        kwargs["num_cpus"] = num_cpus or max(4, os.cpu_count() or 1)
+        # The machine's CPUs as Ray counts them (cgroup limits included) unless --num-cpus says
+        # otherwise; pools that would starve their feeders on so few claim fractions (cpu_claims).
+        if num_cpus:
+            kwargs["num_cpus"] = num_cpus
         kwargs["include_dashboard"] = False
         kwargs["runtime_env"] = local_runtime_env()
     ray.init(**kwargs)
@@ -97,6 +101,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         # otherwise guess the address and stop at "Found multiple active Ray instances" when another
         # Ray runs on the machine: point them at ours.
         os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        os.environ[LOCAL_RAY_ENV] = "1"  # a fixed-size cluster: pools fit their claims to it
 
 
 def log_split_metrics(job: str, report: dict[str, Any], k: int) -> None:

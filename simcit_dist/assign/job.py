@@ -47,6 +47,7 @@ from simcit_dist.assign.resolve import (
 )
 from simcit_dist.assign.stages import FAIL_ENV, SuffixSettings, stage_a_task, stage_b_task
 from simcit_dist.config_loader import to_dict
+from simcit_dist.cpu_claims import pool_cpus
 from simcit_dist.data.exchange import ExchangeSink, write_partitions
 from simcit_dist.data.parquet_io import read_dataset, read_file
 from simcit_dist.data.schemas import ITEM_ID
@@ -116,7 +117,8 @@ def _encode_into_exchange(ctx: AssignContext, exchange: Location) -> None:
     pool = ActorPoolStrategy(min_size=cfg.actors, max_size=max(cfg.actors, cfg.actors_max))
     encoded = read_dataset(ctx.catalog, columns=[ITEM_ID, *ctx.modalities]).map_batches(
         EncodeActor, batch_size=cfg.encode_batch_size, batch_format="pyarrow", compute=pool,
-        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor or None,
+        num_cpus=pool_cpus(cfg.cpus_per_actor, max(cfg.actors, cfg.actors_max), "encode actors"),
+        num_gpus=cfg.gpus_per_actor or None,
         fn_constructor_kwargs={"artifact_uri": ctx.artifact.uri, "storage": cfg.storage,
                                "modalities": ctx.modalities, "candidates": candidates,
                                "threads": max(1, int(cfg.cpus_per_actor))},

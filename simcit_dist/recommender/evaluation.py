@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from simcit_dist.cpu_claims import pool_cpus
 from simcit_dist.data.parquet_io import parquet_files, read_dataset, read_table
 from simcit_dist.recommender.beam import beam_search
 from simcit_dist.recommender.catalog import SidCatalog, load_catalog
@@ -171,7 +172,8 @@ def evaluate_ranker(load: Callable[[], Ranker], sequences: Location, data: DataC
     scored = ds.map_batches(
         _EvalWorker, batch_size=USERS_PER_BATCH, batch_format="pyarrow",
         fn_constructor_kwargs={"load": load, "data": data, "cfg": cfg, "splits": list(splits), "popular": popular},
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers), num_cpus=cfg.cpus_per_worker,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
+        num_cpus=pool_cpus(cfg.cpus_per_worker, cfg.num_workers, "evaluation actors"),
         num_gpus=1 if cfg.use_gpu else 0)
     parts = list(scored.iter_batches(batch_size=None, batch_format="numpy"))
     columns = {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0, np.int64)

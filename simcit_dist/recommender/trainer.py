@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from simcit_dist.cpu_claims import pool_cpus
 from simcit_dist.recommender.catalog import load_catalog
 from simcit_dist.recommender.config import EvalConfig, RecommenderConfig, RecommenderTrainConfig
 from simcit_dist.recommender.engine import batch_loss, build_engine, build_model, consolidated_state_dict
@@ -303,7 +304,11 @@ def fit(job: TrainingJob, run: RunSection) -> FitResult:
         train_loop_config={"job": job, "scores": [float(s) for s in os.environ[SCORES_ENV].split(",")]
                            if SCORES_ENV in os.environ else None},
         scaling_config=ScalingConfig(num_workers=training.num_workers, use_gpu=training.use_gpu,
-                                     resources_per_worker={"CPU": training.cpus_per_worker}),
+                                     # the workers read their own shards (no Ray Data feeding them)
+                                     resources_per_worker={"CPU": pool_cpus(training.cpus_per_worker,
+                                                                            training.num_workers,
+                                                                            "recommender training workers",
+                                                                            keep_free=0.0)}),
         torch_config=TorchConfig(backend="nccl" if training.use_gpu else "gloo"),
         run_config=run_config,
     )

@@ -14,6 +14,7 @@ from typing import Any
 from ray.train import DataConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from simcit_dist.cpu_claims import pool_cpus
 from simcit_dist.data.parquet_io import check_files
 from simcit_dist.data.schemas import ITEM_ID, PARTNER_ID, PARTNER_PREFIX
 from simcit_dist.storage import Location, read_json, resolve
@@ -96,7 +97,10 @@ def run_tokenizer_training(cfg: TokenizerJobConfig) -> TokenizerRunResult:
         train_loop_per_worker,
         train_loop_config={"plan": plan, "fail_at_step": int(os.environ.get(FAIL_ENV, "0"))},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+                                     # the workers are fed by Ray Data read tasks: leave them a CPU
+                                     resources_per_worker={"CPU": pool_cpus(cfg.train.cpus_per_worker,
+                                                                            cfg.train.num_workers,
+                                                                            "tokenizer training workers")}),
         run_config=ray_run_config(cfg.run, cfg.storage)[0],
         datasets=datasets,
         dataset_config=_data_config(cfg.data.deterministic),

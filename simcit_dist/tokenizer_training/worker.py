@@ -32,6 +32,7 @@ from simcit_dist.tokenizer_training.evaluation import evaluate_holdout, write_ou
 from simcit_dist.tokenizer_training.plan import TokenizerPlan
 from simcit_dist.train.gather import AllGatherWithGrad, all_reduce_mean
 from simcit_dist.train.lr_schedule import build_scheduler
+from simcit_dist.train.run import checkpoint_dir_name, unregistered_checkpoints
 from simcit_dist.train.state import TrainState, load_state, save_state
 from simcit_dist.train.worker import start_worker
 
@@ -60,6 +61,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             state = load_state(d, tokenizer, optimizer, scheduler)
         log.info("resumed from step %d (epoch %d, batch %d)", state.step, state.epoch, state.step_in_epoch)
+    if rank == 0:
+        _report_unregistered(cfg, state.step)
 
     shard = ray.train.get_dataset_shard("train")
     collate = TokenizerCollate(list(plan.input_dims), plan.with_partner, str(device))
@@ -217,7 +220,7 @@ class _Loop:
                 if self.rank == 0:
                     save_state(d, self.tokenizer, self.optimizer, self.scheduler, self.state)
                 ckpt = ray.train.Checkpoint.from_directory(d) if self.rank == 0 else None
-                ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{self.state.step:08d}")
+                ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=checkpoint_dir_name(self.state.step))
         else:
             ray.train.report(report)
 
@@ -251,3 +254,15 @@ def _finish(plan: TokenizerPlan, tokenizer: nn.Module, state: TrainState, rank: 
         final.update(metrics)
         write_outputs(tokenizer, plan, state, final, plots)
     ray.train.report(final)
+
+
+def _report_unregistered(cfg: Any, restored_step: int) -> None:
+    """Say so when the run's storage holds a newer checkpoint than the one Ray Train restored."""
+    newer = unregistered_checkpoints(cfg.run, cfg.storage, restored_step)
+    if newer:
+        log.warning("%s lie(s) in run %r but Ray Train never registered them: the previous job stopped after "
+                    "writing them and before Ray committed them to its run snapshot, so they may be incomplete "
+                    "and are not used; training %s and repeats steps %d-%d",
+                    ", ".join(checkpoint_dir_name(s) for s in newer), cfg.run.name,
+                    f"resumes from step {restored_step}" if restored_step else "starts from step 0",
+                    restored_step + 1, newer[-1])

@@ -69,13 +69,17 @@ def test_assign_fails_fast_on_a_bad_file_and_on_a_dead_store(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_a_job_beside_another_ray_instance_uses_only_its_own(tmp_path: Path, ray_local: None) -> None:
     """The test session's Ray is running; the job starts its own, and none of its components
-    (Ray Train's placement-group cleaner included) stops at "multiple active Ray instances"."""
+    (Ray Train's placement-group cleaner included) stops at "multiple active Ray instances".
+    Its Ray has 2 CPUs, as many as the training workers: the pool fits its claim and runs."""
     write_catalog(small_catalog(600), str(tmp_path / "catalog"), files=2)
     rc, lines, _ = _run_job("train_tokenizer.py", "--config", "conf/tokenizer.yaml", f"data.catalog={tmp_path}/catalog",
                             "data.pairs=null", "train.batch_size=128", "train.epochs=1", "train.checkpoint_every=2",
                             "tokenizer.simcit.hidden_dims=[32]", "tokenizer.simcit.codebook_size=8",
                             f"run.storage_path={tmp_path}/ray", f"run.run_dir={tmp_path}/run", timeout=400,
-                            num_cpus=4)  # 2 training workers + Ray Data's readers
+                            num_cpus=2)
     text = "\n".join(lines)
     assert rc == 0, lines[-5:]
+    # 2 training workers on a 2-CPU Ray: they claim half a CPU each, so Ray Data's readers keep one
+    # (with a whole CPU each the job waited forever for its data)
+    assert "tokenizer training workers: 2 x 1 CPU would leave this 2-CPU local Ray" in text, text[-2000:]
     assert "multiple active Ray instances" not in text and "ConnectionError" not in text

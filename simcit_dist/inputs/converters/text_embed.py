@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from simcit_dist.cpu_claims import pool_cpus
 from simcit_dist.data.parquet_io import write_table
 from simcit_dist.data.schemas import embedding_type
 from simcit_dist.inputs.config import TextEmbedConfig
@@ -85,6 +86,7 @@ def embed_texts(table: pa.Table, cfg: TextEmbedConfig, out: Location) -> None:
     ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(TextEmbedder, fn_constructor_kwargs={"cfg": cfg}, batch_size=cfg.batch_size,
                         batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+                        num_cpus=pool_cpus(1.0, cfg.num_actors, "text encoder actors"),
                         num_gpus=cfg.num_gpus or None)
     for part, block in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
         write_table(block, out.child(f"part-{part:05d}.parquet"))
