@@ -8,6 +8,9 @@ LETTER-style JSON index files) on the same data, recommender settings and seeds;
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 from _common import init_ray, parse, run_main
 
 from simcit_dist.workflows.compare import run_comparison
@@ -19,7 +22,7 @@ CONFIG_CLASS = CompareJobConfig
 def main() -> None:
     cfg, args = parse(__doc__ or "", CompareJobConfig, "conf/compare_synthetic.yaml")
     init_ray(args.num_cpus)
-    print(run_comparison(cfg))
+    print(run_comparison(cfg, command=shlex.join(["python", *sys.argv])))
 
 
 if __name__ == "__main__":

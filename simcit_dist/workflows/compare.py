@@ -39,7 +39,8 @@ from simcit_dist.workflows.seed_summary import STD, aggregate_seeds, per_seed_ta
 log = logging.getLogger(__name__)
 METRIC_KS = (5, 10, 20)
 SASREC_ROW = "SASRec (item IDs, full softmax)"
-COLUMNS = ["tokenizer", "kind", *[f"{m}@{k}" for m in ("Recall", "NDCG") for k in METRIC_KS], "collision",
+# "valid Recall@10" is what every choice between rows is made on; the others are test metrics.
+COLUMNS = ["tokenizer", "kind", "valid Recall@10", *[f"{m}@{k}" for m in ("Recall", "NDCG") for k in METRIC_KS], "collision",
            "Gini", "perplexity (mean/level)", "max suffix", "tokenizer steps", "tokenizer epochs", "test users"]
 
 
@@ -120,6 +121,7 @@ def _sasrec_row(cfg: CompareJobConfig) -> dict[str, Any]:
     row.update({f"{m}@{k}": test.get(f"{m.lower()}@{k}", float("nan")) for m in ("Recall", "NDCG")
                 for k in METRIC_KS})
     row["test users"] = test.get("count")
+    row["valid Recall@10"] = report["valid"].get("recall@10", float("nan"))
     return row
 
 
@@ -129,7 +131,8 @@ def _row(name: str, kind: str, manifest: SidManifest, report: dict[str, Any],
     test = report["test"]
     m = manifest.metrics
     ppl = [v for k, v in m.items() if k.startswith("perplexity_l")]
-    row: dict[str, Any] = {"tokenizer": name, "kind": kind}
+    row: dict[str, Any] = {"tokenizer": name, "kind": kind,
+                           "valid Recall@10": report["valid"].get("recall@10", float("nan"))}
     for k in METRIC_KS:
         row[f"Recall@{k}"] = test.get(f"recall@{k}", float("nan"))
         row[f"NDCG@{k}"] = test.get(f"ndcg@{k}", float("nan"))
@@ -138,21 +141,23 @@ def _row(name: str, kind: str, manifest: SidManifest, report: dict[str, Any],
                 "max suffix": manifest.max_suffix, "tokenizer steps": trained.get("tokenizer steps", float("nan")),
                 "tokenizer epochs": trained.get("tokenizer epochs", float("nan")), "test users": test.get("count")})
     row["_popular"] = {f"Recall@{k}": test.get(f"popular/recall@{k}") for k in METRIC_KS} | {
-        f"NDCG@{k}": test.get(f"popular/ndcg@{k}") for k in METRIC_KS}
+        f"NDCG@{k}": test.get(f"popular/ndcg@{k}") for k in METRIC_KS} | {
+        "valid Recall@10": report["valid"].get("popular/recall@10")}
     return row
 
 
-def run_comparison(cfg: CompareJobConfig) -> str:
+def run_comparison(cfg: CompareJobConfig, command: str = "") -> str:
     """Run every entry (once per seed of ``cfg.seeds``); write ``comparison.{md,json,png}`` under
-    ``cfg.output``; returns the markdown table."""
+    ``cfg.output``; returns the markdown table. ``command`` (the job's command line) is recorded
+    with every row of ``comparison.json``: the command that reproduces it."""
     pair_views = f"{cfg.output}/pair_views"  # seed-independent: one join serves every seed
     if not cfg.seeds:
-        return write_comparison(cfg, _run_entries(cfg, pair_views))
+        return write_comparison(cfg, _run_entries(cfg, pair_views, command))
     rows_by_seed: dict[int, list[dict[str, Any]]] = {}
     text = ""
     for seed in cfg.seeds:
         log.info("=== comparison seed %d (%d of %d) ===", seed, len(rows_by_seed) + 1, len(cfg.seeds))
-        rows_by_seed[seed] = _run_entries(with_seed(cfg, seed), pair_views)
+        rows_by_seed[seed] = _run_entries(with_seed(cfg, seed), pair_views, command)
         text = write_seed_comparison(cfg, rows_by_seed)  # the seeds so far survive a later failure
     return text
 
@@ -172,15 +177,15 @@ def with_seed(cfg: CompareJobConfig, seed: int) -> CompareJobConfig:
                                title=f"{cfg.title} (seed {seed})", seeds=[])
 
 
-def _run_entries(cfg: CompareJobConfig, pair_views: str) -> list[dict[str, Any]]:
+def _run_entries(cfg: CompareJobConfig, pair_views: str, command: str = "") -> list[dict[str, Any]]:
     rows = []
     for name in [*cfg.tokenizers, *cfg.external]:
         log.info("=== comparison entry %s ===", name)
-        rows.append(_entry(cfg, name, pair_views))
+        rows.append({**_entry(cfg, name, pair_views), "command": command})
         write_comparison(cfg, rows)  # partial results survive a failure in a later entry
     if cfg.sasrec.enabled:
         log.info("=== comparison baseline: SASRec ===")
-        sasrec = _sasrec_row(cfg)
+        sasrec = {**_sasrec_row(cfg), "command": command}
         rows = [{**r, "_sasrec": sasrec} for r in rows]
         write_comparison(cfg, rows)
     return rows
@@ -191,7 +196,8 @@ def _table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not rows:
         return []
     baselines = [rows[0]["_sasrec"]] if "_sasrec" in rows[0] else []
-    baselines.append({"tokenizer": "most popular", "kind": "baseline", **rows[0]["_popular"]})
+    baselines.append({"tokenizer": "most popular", "kind": "baseline", **rows[0]["_popular"],
+                      "command": rows[0].get("command", "")})
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows] + baselines
 
 

@@ -30,7 +30,11 @@ def aggregate_seeds(rows_by_seed: Mapping[int, Sequence[Mapping[str, Any]]]) -> 
         runs = [by_name[s][name] for s in seeds if name in by_name[s]]
         row: dict[str, Any] = {"tokenizer": name, "kind": first.get("kind", ""), "seeds": len(runs)}
         for column, value in first.items():
-            if column in row or not _is_number(value):
+            if column in row:
+                continue
+            if not _is_number(value):  # text (the row's command): kept where every run agrees
+                if all(r.get(column) == value for r in runs):
+                    row[column] = value
                 continue
             values = [float(r[column]) for r in runs if _is_number(r.get(column)) and not math.isnan(float(r[column]))]
             row[column] = float(np.mean(values)) if values else float("nan")

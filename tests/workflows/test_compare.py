@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -82,6 +83,12 @@ sasrec:
     assert rq["test users"] == truth["test users"] == sasrec["test users"] == 400  # the same split
     sasrec_metrics = json.loads((out / "sasrec" / "metrics.json").read_text())
     assert sasrec["Recall@10"] == sasrec_metrics["test"]["recall@10"]
+    # every row carries the validation Recall@10 (what choices are made on) and the command that made it
+    assert sasrec["valid Recall@10"] == sasrec_metrics["valid"]["recall@10"]
+    rq_metrics = json.loads((out / "rqkmeans" / "recommender" / "metrics.json").read_text())
+    assert rq["valid Recall@10"] == rq_metrics["valid"]["recall@10"]
+    assert popular["valid Recall@10"] == rq_metrics["valid"]["popular/recall@10"]
+    assert {r["command"] for r in rows} == {shlex.join(["python", *sys.argv])} and "--config" in rows[0]["command"]
     assert sasrec_metrics["config"]["data"]["max_history"] == 8 and len(sasrec_metrics["history"]) == 2
     assert truth["collision"] == 0.0 and truth["max suffix"] == 0  # the suffix token made every SID unique
     assert math.isfinite(rq["Gini"]) and rq["perplexity (mean/level)"] > 1.0
@@ -127,6 +134,8 @@ def test_compare_job_over_seeds(tmp_path: Path, ray_local, monkeypatch) -> None:
     assert truth["Recall@10"] == pytest.approx(sum(recalls) / 2)
     assert truth["Recall@10 std"] == pytest.approx(abs(recalls[0] - recalls[1]) / math.sqrt(2))
     assert popular["Recall@10 std"] == 0.0  # the same split for every seed
+    assert truth["command"] == per_seed[0][0]["command"] == shlex.join(["python", *sys.argv])
+    assert math.isfinite(truth["valid Recall@10"])
     text = (out / "comparison.md").read_text()
     assert text.startswith("## tiny synthetic: mean ± std over seeds 0, 5") and "| truth | external | 2 |" in text
     assert "| tokenizer | seed 0 | seed 5 |" in text and (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
