@@ -143,13 +143,17 @@ class LocalCluster:
             node.resources = {"CPU": float(cpus), name: 1.0}
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and node.alive:
-                if name in self.alive_labels():
-                    return node
+                try:
+                    if name in self.alive_labels():
+                        return node
+                except OSError:  # the head's dashboard is briefly unreachable on an overloaded box
+                    pass
                 time.sleep(1)
             failure = self.tail(name)
             kill_tree(node.proc, signal.SIGKILL)
             if attempt == attempts:
-                raise TimeoutError(f"worker node {name} did not join in {attempts} tries:\n{failure}")
+                raise TimeoutError(f"worker node {name} did not join in {attempts} tries:\n{failure}\n"
+                                   f"head dashboard log:\n{self.dashboard_log()}")
         raise AssertionError("unreachable")
 
     def kill(self, name: str) -> None:
@@ -168,6 +172,10 @@ class LocalCluster:
         node = self.nodes[name]
         if not node.alive:
             raise RuntimeError(f"`ray start` of node {name} exited with {node.proc.returncode}:\n{self.tail(name)}")
+
+    def dashboard_log(self, chars: int = 3000) -> str:
+        logs = sorted((self.root / "head").glob("session_*/logs/dashboard.*"))
+        return "\n".join(f"{p.name}: {p.read_text(errors='replace')[-chars:]}" for p in logs) or "(none)"
 
     def tail(self, name: str, chars: int = 4000) -> str:
         try:
@@ -227,9 +235,11 @@ class LocalCluster:
         """The Ray job id (hex) of a `ray job submit` submission: the driver's job, which owns its actors."""
         return json.loads(self._get(f"/api/jobs/{submission_id}", tries=5))["job_id"]
 
-    def job_actors(self, submission_id: str, class_name: str) -> list[dict]:
+    def job_actors(self, submission_id: str, class_name: str | None = None) -> list[dict]:
+        """The actors (of ``class_name``, or all) the submission's job created, dead ones included."""
         job = self.job_id(submission_id)
-        return [a for a in self.actors(class_name) if a.get("job_id") == job]
+        actors = self.actors(class_name) if class_name else self._state("actors", limit="10000", detail="1")
+        return [a for a in actors if a.get("job_id") == job]
 
     def wait_dead(self, name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
