@@ -15,7 +15,6 @@ the result is a function of the data, the seed and, with faiss, the thread count
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -26,9 +25,6 @@ log = logging.getLogger(__name__)
 
 _CHUNK_ELEMENTS = 1 << 24  # rows per chunk * K: a 64 MiB float32 distance block
 KMEANS_PP_MAX_K = 1024  # init="auto": k-means++ up to this many centres, random rows above
-
-Init = Literal["auto", "kmeans++", "random"]
-Backend = Literal["auto", "torch", "faiss"]
 
 
 def squared_distances(x: Tensor, c: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ def write_item_embeddings(model: SasrecModel, item_ids: np.ndarray, out: Locatio
     table = item_embedding_table(model)
     if len(item_ids) != len(table):
         raise ValueError(f"{out.uri}: {len(item_ids)} item ids for a table of {len(table)} items")
-    write_bytes(out.child(EMBEDDINGS_FILE), _npy(table.astype(np.float32)))
+    write_bytes(out.child(EMBEDDINGS_FILE), _npy(table))
     write_bytes(out.child(IDS_FILE), _npy(np.asarray(item_ids, dtype=np.int64)))
 
 
